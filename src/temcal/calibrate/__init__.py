@@ -1,0 +1,1 @@
+"""Calibrations: pixel size, Cs from Thon rings, Cs from beam tilt, diffraction."""

@@ -1,0 +1,1 @@
+"""The ``temcal`` command line: a thin layer over the Python API."""

@@ -1,0 +1,1 @@
+"""Forward models that make test data with known answers."""
