@@ -90,8 +90,9 @@ def test_power_spectrum_peak_position(rng: np.random.Generator) -> None:
     ky, kx = ps.frequencies()
     iy, ix = np.unravel_index(np.argmax(ps.data), ps.data.shape)
     assert {(round(ky[iy, ix] * 128), round(kx[iy, ix] * 128))} <= {(-12, 20), (12, -20)}
-    np.testing.assert_allclose(ps.data, ps.data[::-1, ::-1][np.r_[-1, 0:127]][:, np.r_[-1, 0:127]],
-                               rtol=1e-9)
+    np.testing.assert_allclose(
+        ps.data, ps.data[::-1, ::-1][np.r_[-1, 0:127]][:, np.r_[-1, 0:127]], rtol=1e-9
+    )
 
 
 def test_power_spectrum_white_noise_level(rng: np.random.Generator) -> None:

@@ -39,7 +39,11 @@ def cli_errors(func: F) -> F:
 def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
     """A rich progress bar on stderr; yields ``advance(n)``. Silent when total <= 1."""
     if not total or total <= 1:
-        yield lambda n=1: None
+
+        def _noop(n: int = 1) -> None:
+            return None
+
+        yield _noop
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -52,4 +56,8 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int]
         transient=True,
     ) as prog:
         task = prog.add_task(description, total=total)
-        yield lambda n=1: prog.advance(task, n)
+
+        def _advance(n: int = 1) -> None:
+            prog.advance(task, n)
+
+        yield _advance

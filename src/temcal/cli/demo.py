@@ -45,7 +45,8 @@ def demo(
     for ln in lines:
         ci = f"± {ln.ci95:.4g}" if ln.ci95 is not None else "-"
         err = f"{ln.error_percent:+.3f} %" if ln.truth != 0 else f"{ln.measured - ln.truth:+.3g}"
-        table.add_row(ln.topic, f"{ln.quantity} ({ln.unit})", f"{ln.measured:.5g}", ci,
-                      f"{ln.truth:.5g}", err)
+        table.add_row(
+            ln.topic, f"{ln.quantity} ({ln.unit})", f"{ln.measured:.5g}", ci, f"{ln.truth:.5g}", err
+        )
     out_console.print(table)
     out_console.print(f"Outputs are in {outdir.resolve()}")

@@ -22,8 +22,13 @@ __all__ = ["SUPPORTED_SUFFIXES", "ImageData", "check_image", "read_image", "writ
 
 _MRC = (".mrc", ".mrcs", ".map", ".st", ".rec")
 _TIFF = (".tif", ".tiff", ".eer.tif")
-_RSCIIO = {".dm3": "digitalmicrograph", ".dm4": "digitalmicrograph", ".ser": "tia",
-           ".emi": "tia", ".emd": "emd"}
+_RSCIIO = {
+    ".dm3": "digitalmicrograph",
+    ".dm4": "digitalmicrograph",
+    ".ser": "tia",
+    ".emi": "tia",
+    ".emd": "emd",
+}
 SUPPORTED_SUFFIXES = (*_MRC, ".tif", ".tiff", *_RSCIIO)
 
 
@@ -81,10 +86,14 @@ def check_image(data: np.ndarray, *, name: str = "image", min_size: int = 64) ->
     if arr.ndim == 3:
         arr = arr.sum(axis=0, dtype=np.float64)
     if arr.ndim != 2:
-        raise InputError(f"{name}: expected a 2-D image or a 3-D movie stack, got shape {arr.shape}")
+        raise InputError(
+            f"{name}: expected a 2-D image or a 3-D movie stack, got shape {arr.shape}"
+        )
     if min(arr.shape) < min_size:
-        raise InputError(f"{name}: image {arr.shape[1]}x{arr.shape[0]} is too small (need at least "
-                         f"{min_size} pixels on a side)")
+        raise InputError(
+            f"{name}: image {arr.shape[1]}x{arr.shape[0]} is too small (need at least "
+            f"{min_size} pixels on a side)"
+        )
     if np.iscomplexobj(arr):
         raise InputError(f"{name}: complex data is not an image; give real-valued intensities")
     arr = np.asarray(arr, dtype=np.float64)
@@ -139,8 +148,14 @@ def read_image(path: str | Path) -> ImageData:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{p}: cannot read as {suffix} image ({reason})") from None
     data = check_image(img.data, name=str(p))
-    return ImageData(data=data, path=p, pixel_size_A=img.pixel_size_A, voltage_kV=img.voltage_kV,
-                     magnification=img.magnification, n_frames=img.n_frames)
+    return ImageData(
+        data=data,
+        path=p,
+        pixel_size_A=img.pixel_size_A,
+        voltage_kV=img.voltage_kV,
+        magnification=img.magnification,
+        n_frames=img.n_frames,
+    )
 
 
 def _read_mrc(p: Path) -> ImageData:
@@ -187,8 +202,15 @@ def _read_rsciio(p: Path, plugin: str) -> ImageData:
     for ax in axes[-1:]:
         units = str(ax.get("units", "")).strip().lower()
         scale = _positive(ax.get("scale"))
-        factor = {"nm": 10.0, "å": 1.0, "a": 1.0, "angstrom": 1.0, "um": 1e4, "µm": 1e4,
-                  "m": 1e10}.get(units)
+        factor = {
+            "nm": 10.0,
+            "å": 1.0,
+            "a": 1.0,
+            "angstrom": 1.0,
+            "um": 1e4,
+            "µm": 1e4,
+            "m": 1e10,
+        }.get(units)
         if scale is not None and factor is not None:
             pixel_A = scale * factor
     meta = sig.get("original_metadata", {}) or {}
@@ -200,12 +222,22 @@ def _read_rsciio(p: Path, plugin: str) -> ImageData:
         magnification = _positive(tem.get("magnification"))
     del meta
     n_frames = int(data.shape[0]) if data.ndim == 3 else 1
-    return ImageData(data=data, pixel_size_A=pixel_A, voltage_kV=voltage,
-                     magnification=magnification, n_frames=n_frames)
+    return ImageData(
+        data=data,
+        pixel_size_A=pixel_A,
+        voltage_kV=voltage,
+        magnification=magnification,
+        n_frames=n_frames,
+    )
 
 
-def write_mrc(path: str | Path, data: np.ndarray, *, pixel_size_A: float | None = None,
-              overwrite: bool = False) -> Path:
+def write_mrc(
+    path: str | Path,
+    data: np.ndarray,
+    *,
+    pixel_size_A: float | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write a 2-D image (float32) or a 3-D stack to an MRC file.
 
     Raises

@@ -129,7 +129,11 @@ def parse_rings(spec: str | Iterable[str] | None) -> tuple[tuple[int, int, int],
     """Parse a ring list such as ``"111,200,220"``; ``None`` means all of GOLD_REFLECTIONS."""
     if spec is None:
         return GOLD_REFLECTIONS
-    items = [s for s in re.split(r"[\s,;]+", spec.strip()) if s] if isinstance(spec, str) else list(spec)
+    items = (
+        [s for s in re.split(r"[\s,;]+", spec.strip()) if s]
+        if isinstance(spec, str)
+        else list(spec)
+    )
     if not items:
         raise InputError("the ring list is empty; give reflections like '111,200,220'")
     rings = tuple(parse_hkl(item) for item in items)
