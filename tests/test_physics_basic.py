@@ -86,3 +86,72 @@ def test_lattice_constant_rejects_absurd(bad: float) -> None:
 @given(st.floats(min_value=43, max_value=292.9))
 def test_cryo_lattice_monotonic(t: float) -> None:
     assert lattice_constant_A(t) <= lattice_constant_A(t + 0.1)
+
+
+def test_pixel_matrix_round_trip() -> None:
+    import numpy as np
+
+    from temcal.physics.magnification import decompose_pixel_matrix, pixel_matrix_A
+
+    m = pixel_matrix_A(1.05, 1.5, 30.0)
+    g = decompose_pixel_matrix(m)
+    assert g.pixel_size_A == pytest.approx(1.05, rel=1e-12)
+    assert g.anisotropy_percent == pytest.approx(1.5, rel=1e-9)
+    assert g.major_angle_deg == pytest.approx(30.0, abs=1e-9)
+    # pixel size along the major direction is |M u|
+    u = np.array([np.cos(np.radians(30)), np.sin(np.radians(30))])
+    assert np.linalg.norm(m @ u) == pytest.approx(g.pixel_major_A, rel=1e-12)
+
+
+@given(st.floats(0.05, 5.0), st.floats(0.0, 5.0), st.floats(0.0, 179.9))
+def test_pixel_matrix_hypothesis(p: float, aniso: float, ang: float) -> None:
+    from temcal.physics.magnification import decompose_pixel_matrix, pixel_matrix_A
+
+    g = decompose_pixel_matrix(pixel_matrix_A(p, aniso, ang))
+    assert g.pixel_size_A == pytest.approx(p, rel=1e-9)
+    assert g.anisotropy_percent == pytest.approx(aniso, abs=1e-7)
+    if aniso > 1e-3:
+        d = (g.major_angle_deg - ang + 90) % 180 - 90
+        assert abs(d) < 1e-4
+
+
+def test_ctf_scherzer_and_signs() -> None:
+    import numpy as np
+
+    from temcal.physics.ctf import calculate_chi, calculate_ctf
+
+    # 300 kV, Cs 2.7 mm: the Cs phase term is 0.5 rad at 5 A, 1.3 rad at 4 A, 4.0 rad at 3 A
+    for d, expected in [(5.0, 0.5), (4.0, 1.3), (3.0, 4.0)]:
+        chi = calculate_chi(
+            np.array(1 / d), np.array(0.0), defocus_u_A=0.0, cs_mm=2.7, voltage_kV=300
+        )
+        assert -float(chi) == pytest.approx(expected, abs=0.06)
+    # underfocus positive: chi > 0 at low k; first zero of sin(chi) at k^2 = 1/(lambda dz)
+    lam = calculate_wavelength_A(300)
+    k0 = 1 / np.sqrt(lam * 10000.0)
+    chi0 = calculate_chi(
+        np.array(k0), np.array(0.0), defocus_u_A=10000.0, cs_mm=0.0, voltage_kV=300
+    )
+    assert float(chi0) == pytest.approx(np.pi, rel=1e-12)
+    # astigmatism: defocus_u along astig angle
+    chi_u = calculate_chi(
+        np.cos(0.5) * 0.1,
+        np.sin(0.5) * 0.1,
+        defocus_u_A=2e4,
+        defocus_v_A=1e4,
+        astig_angle_deg=np.degrees(0.5),
+        cs_mm=0,
+        voltage_kV=300,
+    )
+    assert float(chi_u) == pytest.approx(np.pi * lam * 2e4 * 0.01, rel=1e-12)
+    # amplitude contrast: CTF(0) = -A
+    assert float(
+        calculate_ctf(
+            np.array(0.0),
+            np.array(0.0),
+            defocus_u_A=1e4,
+            cs_mm=2.7,
+            voltage_kV=300,
+            amplitude_contrast=0.07,
+        )
+    ) == pytest.approx(-0.07)
