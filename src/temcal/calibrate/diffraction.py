@@ -427,7 +427,11 @@ def _match_gold(
                 if dist[m] < tol[j] and m not in matched_peaks:
                     matched_peaks.append(m)
                     matched_rings.append(int(j))
-            if len(matched_rings) < 3:
+            # Three rings, or the 111/200 pair when nothing else of gold fits on the detector.
+            if (
+                len(matched_rings) < min(3, int(np.count_nonzero(in_field)))
+                or len(matched_rings) < 2
+            ):
                 continue
             strong = [j for j in range(min(4, len(rings))) if in_field[j] and pred[j] > 4.0]
             missing = sum(1 for j in strong if j not in matched_rings)
