@@ -359,12 +359,20 @@ def _rough_center(image: np.ndarray) -> tuple[float, float]:
 
 
 def _radial_profile(
-    image: np.ndarray, cx: float, cy: float, valid: np.ndarray | None
+    image: np.ndarray,
+    cx: float,
+    cy: float,
+    valid: np.ndarray | None,
+    dinv: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean intensity in 1-px radius bins, each labelled by the mean radius of its pixels."""
+    """Mean intensity in 1-px (elliptical) radius bins, labelled by their mean radius."""
     ny, nx = image.shape
     y, x = np.ogrid[:ny, :nx]
-    r = np.hypot(x - cx, y - cy)
+    if dinv is None:
+        r = np.hypot(x - cx, y - cy)
+    else:
+        vx, vy = x - cx, y - cy
+        r = np.hypot(dinv[0, 0] * vx + dinv[0, 1] * vy, dinv[1, 0] * vx + dinv[1, 1] * vy)
     idx = r.astype(np.int64).ravel()
     w = np.ones(idx.size) if valid is None else valid.ravel().astype(float)
     n = np.bincount(idx, weights=w)
@@ -388,6 +396,8 @@ def _match_gold(
     profile: np.ndarray,
     rings: list[GoldRing],
     r_max: float,
+    *,
+    consistency: float = 0.005,
 ) -> _Match:
     """Find profile peaks and assign them to gold rings (no prior scale needed)."""
     if radius.size < 20:
@@ -401,7 +411,12 @@ def _match_gold(
     noise = 1.4826 / math.sqrt(2) * ndimage.median_filter(dev, size=51, mode="nearest") + 1e-12
     peaks, _ = signal.find_peaks(hp, prominence=0.0, distance=2)
     prom_all = signal.peak_prominences(hp, peaks)[0] if peaks.size else np.zeros(0)
-    keep = (prom_all > 5.0 * noise[peaks]) & (radius[peaks] > 4.0) & (radius[peaks] < r_max)
+    keep = (
+        (prom_all > 6.0 * noise[peaks])
+        & (prom_all > 0.01 * (prom_all.max() if prom_all.size else 0.0))
+        & (radius[peaks] > 4.0)
+        & (radius[peaks] < r_max)
+    )
     peaks = peaks[keep]
     if peaks.size < 2:
         raise CalibrationError(
@@ -418,7 +433,7 @@ def _match_gold(
             unit = r_i / sqrt_n[k]  # radius per sqrt(n)
             pred = unit * sqrt_n
             in_field = pred < r_max
-            tol = np.maximum(2.0 * step, 0.012 * pred)
+            tol = np.maximum(2.0 * step, 0.015 * pred)
             matched_peaks: list[int] = []
             matched_rings: list[int] = []
             for j in np.nonzero(in_field)[0]:
@@ -433,6 +448,16 @@ def _match_gold(
                 or len(matched_rings) < 2
             ):
                 continue
+            # Refine the scale on the matched peaks; gold ratios hold to a fraction of a
+            # percent (ellipticity smears a ring but leaves its mean radius).
+            rr = pr[matched_peaks]
+            sn = sqrt_n[matched_rings]
+            unit = float(np.sum(rr * sn) / np.sum(sn * sn))
+            rel = np.abs(rr / (unit * sn) - 1.0)
+            if np.any(rel > np.maximum(consistency, 1.5 * step / rr)):
+                continue
+            pred = unit * sqrt_n
+            in_field = pred < r_max
             strong = [j for j in range(min(4, len(rings))) if in_field[j] and pred[j] > 4.0]
             missing = sum(1 for j in strong if j not in matched_rings)
             unexplained = sum(
@@ -873,20 +898,39 @@ def estimate_camera_length(
     img_b = _bin(image, b)
     val_b = None if valid is None else (_bin(valid.astype(float), b) >= b * b - 0.5)
     off = (b - 1) / 2.0
-    radius, prof = _radial_profile(img_b, (cx - off) / b, (cy - off) / b, val_b)
     corners = np.array([[0, 0], [nx - 1, 0], [0, ny - 1], [nx - 1, ny - 1]], dtype=float)
     r_far = float(np.max(np.hypot(corners[:, 0] - cx, corners[:, 1] - cy)))
     r_near = float(min(cx, cy, nx - 1 - cx, ny - 1 - cy))
     # Rings need enough azimuthal coverage: up to halfway between inscribed and corner.
     r_max = max(r_near, 0.5 * (r_near + r_far)) / b
     rings_all = gold_rings(a, max_q_per_A=3.0)
-    match = _match_gold(radius, prof, rings_all, r_max)
-    match = _Match(
-        rings=match.rings,
-        radii=[r * b for r in match.radii],
-        widths=[w * b for w in match.widths],
-        scale=match.scale * b,
-    )
+
+    def find(cxf: float, cyf: float, dinv: np.ndarray | None, consistency: float) -> _Match:
+        radius, prof = _radial_profile(img_b, (cxf - off) / b, (cyf - off) / b, val_b, dinv)
+        m = _match_gold(radius, prof, rings_all, r_max, consistency=consistency)
+        return _Match(
+            rings=m.rings,
+            radii=[r * b for r in m.radii],
+            widths=[w * b for w in m.widths],
+            scale=m.scale * b,
+        )
+
+    def neighbour_gaps(m: _Match) -> list[float]:
+        all_pred = np.array([m.scale * math.sqrt(r.n) for r in rings_all])
+        out = []
+        for ring in m.rings:
+            d = np.abs(all_pred - m.scale * math.sqrt(ring.n))
+            out.append(float(np.min(d[d > 1e-9])))
+        return out
+
+    # Pass 1: circular profile, tolerant ratios (an elliptical ring is smeared); then the
+    # centre and shape from sector-wise ring peaks; pass 2: elliptical profile, strict ratios.
+    match = find(cx, cy, None, 0.015)
+    cx, cy, g1_0, g2_0, _ = _initial_ellipse(image, valid, cx, cy, match, neighbour_gaps(match))
+    try:
+        match = find(cx, cy, _shape_matrix_inv(g1_0, g2_0), 0.005)
+    except CalibrationError:
+        pass
     # Rings predicted in the field but not detected enter the model with radius and width
     # tied to the nearest detected ring, so that their tails cannot bias a neighbour.
     found = {r.n for r in match.rings}
@@ -899,13 +943,6 @@ def estimate_camera_length(
         tied.append((src, math.sqrt(ring.n / match.rings[src].n)))
     match = _Match(match.rings, match.radii, match.widths, match.scale, tied)
     q_scale0 = match.scale * math.sqrt(match.rings[0].n) / match.rings[0].q_per_A
-    all_pred = np.array([match.scale * math.sqrt(r.n) for r in rings_all])
-    gaps = []
-    for ring in match.rings:
-        d = np.abs(all_pred - match.scale * math.sqrt(ring.n))
-        gaps.append(float(np.min(d[d > 1e-9])))
-    cx, cy, g1_0, g2_0, radii0 = _initial_ellipse(image, valid, cx, cy, match, gaps)
-    match = _Match(match.rings, radii0, match.widths, match.scale, match.tied)
     p, cov, reduced, npx, binning, amps = _fit_rings(
         image, valid, cx, cy, match, q_scale0, (g1_0, g2_0)
     )
