@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 _Z95 = 1.959963984540054
-_MAX_FIT_PIXELS = 400_000
+_MAX_FIT_PIXELS = 250_000
 
 
 @dataclass(frozen=True)
@@ -621,7 +621,7 @@ class _RingModel:
         onto the complement of its linear basis (background and ring amplitudes).
         """
         k = self.n_free
-        radii, sig = p[4 : 4 + k], np.exp(p[4 + k : 4 + 2 * k])
+        radii, sig = p[4 : 4 + k], np.exp(np.clip(p[4 + k : 4 + 2 * k], -3.0, 6.0))
         rc = [self.ratio[c] * radii[self.src[c]] for c in range(len(self.src))]
         sc = [sig[self.src[c]] for c in range(len(self.src))]
         rho = self.rho(p)
@@ -640,6 +640,9 @@ class _RingModel:
             sl = self.index[g]
             members = self.members[g]
             r = rho[sl]
+            if r.size < 3 + len(members) + 1:
+                res[sl] = 0.0
+                continue
             w, dlnw = ring_shape_weight(r / self.q_scale)
             dlnw = dlnw / self.q_scale
             centre = float(np.mean(r))
@@ -716,7 +719,13 @@ def _levenberg_marquardt(
         lam = max(lam / 5.0, 1e-9)
         res, a, grad, _ = model.evaluate(p, with_jacobian=True)
         assert a is not None and grad is not None
-        if gain < 1e-3 * cost / max(res.size - p.size, 1):
+        # Converged when the step is a small fraction of every parameter's standard error.
+        reduced = cost / max(res.size - p.size, 1)
+        try:
+            sd = np.sqrt(np.maximum(np.diag(np.linalg.inv(a)) * reduced, 1e-300))
+        except np.linalg.LinAlgError:
+            sd = np.full(p.size, np.inf)
+        if np.all(np.abs(step) < 0.02 * sd) or gain < 1e-6 * cost:
             break
     return p, cost, a
 
@@ -769,11 +778,15 @@ def _fit_rings(
     k = len(match.rings)
     tied = match.tied
     sig0 = [max(w / 2.3548, 0.8) for w in match.widths]
+    # Ring widths are similar in q (grain size); a width from a weak or blended profile
+    # peak is pulled into the range of the others.
+    med = float(np.median(sig0))
+    sig0 = [min(max(sg, 0.5 * med), 2.0 * med) for sg in sig0]
     half0 = [3.5 * s + 3.0 for s in sig0]
     # Binning to bound the number of fitted pixels while keeping rings resolved.
     area = sum(2 * math.pi * r * 2 * h for r, h in zip(match.radii, half0, strict=True))
     b = 1
-    while area / (b * b) > _MAX_FIT_PIXELS and min(sig0) / (b + 1) >= 1.2:
+    while area / (b * b) > _MAX_FIT_PIXELS and min(sig0) / (b + 1) >= 1.8:
         b += 1
     img = _bin(image, b)
     vmask = None
@@ -797,7 +810,9 @@ def _fit_rings(
     amps: list[float] = []
     npx = 0
     for it in range(2):
-        sig_now = list(np.exp(p[4 + k :])) + [float(np.exp(p[4 + k + t[0]])) for t in tied]
+        sig_now = list(np.exp(np.clip(p[4 + k :], -3.0, 6.0))) + [
+            float(np.exp(np.clip(p[4 + k + t[0]], -3.0, 6.0))) for t in tied
+        ]
         r_now = list(p[4 : 4 + k]) + [t[1] * float(p[4 + t[0]]) for t in tied]
         half = [
             max(3.5 * s + 2.0, 3.0) + (abs(p[2]) + abs(p[3])) * r * (1.0 if it == 0 else 0.2)
@@ -821,10 +836,7 @@ def _fit_rings(
         npx = data.size
         dof = max(npx - p.size - n_groups * 3 - k - len(tied), 1)
         reduced = float(cost / dof)
-        try:
-            cov = np.linalg.inv(normal) * max(reduced, 1e-12)
-        except np.linalg.LinAlgError:
-            raise CalibrationError("the ring fit is degenerate (singular normal matrix)") from None
+        cov = np.linalg.pinv(normal) * max(reduced, 1e-12)
         _, _, _, a = model.evaluate(p)
         amps = [float(v) for v in a]
     # Back to unbinned pixels.
@@ -931,21 +943,69 @@ def estimate_camera_length(
         match = find(cx, cy, _shape_matrix_inv(g1_0, g2_0), 0.005)
     except CalibrationError:
         pass
-    # Rings predicted in the field but not detected enter the model with radius and width
-    # tied to the nearest detected ring, so that their tails cannot bias a neighbour.
-    found = {r.n for r in match.rings}
-    tied: list[tuple[int, float]] = []
-    for ring in rings_all:
-        pred = match.scale * math.sqrt(ring.n)
-        if ring.n in found or pred > r_max * b + 20.0:
-            continue
-        src = int(np.argmin([abs(rr - pred) for rr in match.radii]))
-        tied.append((src, math.sqrt(ring.n / match.rings[src].n)))
-    match = _Match(match.rings, match.radii, match.widths, match.scale, tied)
-    q_scale0 = match.scale * math.sqrt(match.rings[0].n) / match.rings[0].q_per_A
-    p, cov, reduced, npx, binning, amps = _fit_rings(
-        image, valid, cx, cy, match, q_scale0, (g1_0, g2_0)
+
+    def coverage(radius: float) -> float:
+        t = np.linspace(0, 2 * math.pi, 360, endpoint=False)
+        xs, ys = cx + radius * np.cos(t), cy + radius * np.sin(t)
+        inside = (xs >= 0) & (xs <= nx - 1) & (ys >= 0) & (ys <= ny - 1)
+        return float(np.mean(inside))
+
+    def with_tied(rings: list[GoldRing], radii: list[float], widths: list[float]) -> _Match:
+        # Rings of gold in the field that are not fitted freely enter the model with radius
+        # and width tied to the nearest free ring, so that their tails cannot bias it.
+        unit = float(
+            np.median([r * 1.0 / math.sqrt(g.n) for r, g in zip(radii, rings, strict=True)])
+        )
+        free = {g.n for g in rings}
+        tied: list[tuple[int, float]] = []
+        for ring in rings_all:
+            pred = unit * math.sqrt(ring.n)
+            if ring.n in free or pred > r_max * b + 20.0:
+                continue
+            src = int(np.argmin([abs(math.log(pred / rr)) for rr in radii]))
+            tied.append((src, math.sqrt(ring.n / rings[src].n)))
+        return _Match(rings, radii, widths, unit, tied)
+
+    # Free rings need at least half of their circle on the detector.
+    keep = [i for i, r in enumerate(match.radii) if coverage(r) >= 0.5]
+    if len(keep) < 2:
+        raise CalibrationError(
+            "fewer than two gold rings lie at least half on the detector; centre the pattern "
+            "or use a shorter camera length"
+        )
+    match = with_tied(
+        [match.rings[i] for i in keep],
+        [match.radii[i] for i in keep],
+        [match.widths[i] for i in keep],
     )
+    q_scale0 = match.scale * math.sqrt(match.rings[0].n) / match.rings[0].q_per_A
+    for _attempt in range(3):
+        p, cov, reduced, npx, binning, amps = _fit_rings(
+            image, valid, cx, cy, match, q_scale0, (g1_0, g2_0)
+        )
+        # Rings the fit cannot pin down (no signal, width running away) are dropped from the
+        # free set (they stay in the model, tied to a good neighbour) and the fit is repeated.
+        k = len(match.rings)
+        sig = np.exp(np.clip(p[4 + k :], -3.0, 6.0))
+        sd_r = np.sqrt(np.maximum(np.diag(cov)[4 : 4 + k], 0.0))
+        gaps_now = neighbour_gaps(match)
+        good = [
+            i
+            for i in range(k)
+            if np.isfinite(p[4 + i])
+            and amps[i] > 0
+            and 0.25 < sig[i] < 0.6 * gaps_now[i] + 2.0
+            and 0 < sd_r[i] < sig[i]
+        ]
+        if len(good) == k or len(good) < 2:
+            break
+        match = with_tied(
+            [match.rings[i] for i in good],
+            [float(p[4 + i]) for i in good],
+            [match.widths[i] for i in good],
+        )
+        cx, cy = float(p[0]), float(p[1])
+        g1_0, g2_0 = float(p[2]), float(p[3])
     k = len(match.rings)
     radii = p[4 : 4 + k]
     if not np.all(np.isfinite(p)) or np.any(radii <= 0):
