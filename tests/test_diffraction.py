@@ -109,7 +109,7 @@ def test_camera_length_recovered(
     off: tuple[float, float],
     rng: np.random.Generator,
 ) -> None:
-    n = 640
+    n = 512
     sim = simulate_gold_diffraction(
         (n, n),
         voltage_kV=kv,
@@ -253,3 +253,27 @@ def test_decompose_rotation_scale_mirror(angle: float, mirror: bool) -> None:
     assert abs(((rot - angle + 180) % 360) - 180) < 1e-9
     assert mirrored is mirror
     assert aniso == pytest.approx(100 * (1.05**2 - 1))
+
+
+def test_camera_length_robust_to_profile_halo_and_psf(rng: np.random.Generator) -> None:
+    # Model mismatch: Lorentzian tails, amorphous-carbon halo under the rings, detector PSF.
+    sim = simulate_gold_diffraction(
+        (512, 512),
+        voltage_kV=300,
+        camera_length_mm=500,
+        detector_pixel_um=28,
+        ellipticity_percent=1.0,
+        major_angle_deg=60,
+        grain_size_nm=5,
+        ring_profile_eta=0.5,
+        amorphous_fraction=0.2,
+        central_beam_fraction=0.25,
+        background_fraction=0.35,
+        detector_blur_px=1.0,
+        total_counts=2e7,
+        rng=rng,
+    )
+    res = estimate_camera_length(sim.pattern, voltage_kV=300, detector_pixel_um=28)
+    assert res.camera_length_mm == pytest.approx(500, rel=5e-4)
+    assert res.center_x_px == pytest.approx(sim.pattern_center_xy_px[0], abs=0.05)
+    assert res.ellipticity_percent == pytest.approx(1.0, abs=0.05)

@@ -139,6 +139,9 @@ def simulate_gold_diffraction(
     central_beam_fraction: float = 0.3,
     background_fraction: float = 0.4,
     saturation_counts: float | None = None,
+    ring_profile_eta: float = 0.0,
+    amorphous_fraction: float = 0.0,
+    detector_blur_px: float = 0.0,
     rng: np.random.Generator | None = None,
 ) -> SimulatedDiffraction:
     """Simulate a powder diffraction pattern of gold on a pixelated detector.
@@ -175,6 +178,15 @@ def simulate_gold_diffraction(
         is in the rings.
     saturation_counts : float, optional
         Clip every pixel at this value (saturated central beam); ``None`` for no clipping.
+    ring_profile_eta : float
+        Lorentzian fraction of a pseudo-Voigt ring profile with the same FWHM (0: Gaussian).
+        Real grain-size distributions give such long tails; the fit assumes a Gaussian, so
+        this tests its robustness to profile mismatch.
+    amorphous_fraction : float
+        Share of ``total_counts`` in two broad halos of an amorphous carbon support
+        (``q = 0.47`` and ``0.85`` Å⁻¹, rms widths 0.08 and 0.10 Å⁻¹), under the gold rings.
+    detector_blur_px : float
+        Rms radius of a Gaussian detector point-spread function (px), applied before noise.
     rng : numpy.random.Generator, optional
         Source of the Poisson noise; ``None`` gives the noise-free expectation.
 
@@ -196,6 +208,11 @@ def simulate_gold_diffraction(
     if not (0 <= fc < 1 and 0 <= fb < 1 and fc + fb < 1):
         raise InputError("central_beam_fraction + background_fraction must be below 1")
     total = _positive("total counts", total_counts, 1.0, 1e15, "counts")
+    eta = _positive("ring profile eta", ring_profile_eta, 0.0, 1.0, "")
+    fa = _positive("amorphous fraction", amorphous_fraction, 0.0, 0.9, "")
+    blur = _positive("detector blur", detector_blur_px, 0.0, 50.0, "px")
+    if fc + fb + fa >= 1:
+        raise InputError("central beam + background + amorphous fractions must be below 1")
     if center_xy_px is None:
         center_xy_px = ((nx - 1) / 2.0, (ny - 1) / 2.0)
     cx0, cy0 = (float(center_xy_px[0]), float(center_xy_px[1]))
@@ -224,14 +241,23 @@ def simulate_gold_diffraction(
     ring_img = np.zeros((ny, nx))
     for ring in rings:
         r0 = q_scale / ring.d_A
-        band = np.abs(rho - r0) < 7.0 * sigma_px
+        band = np.abs(rho - r0) < (7.0 if eta == 0 else 40.0) * sigma_px
         if not band.any():
             continue
         # Integrated intensity m |F(q_hkl)|^2 / q_hkl (F = 4 f, Lorentz factor 1/q); per unit
         # area it is spread over the circumference 2 pi q with the Gaussian profile, and f(q)^2
         # exp(-Bq^2/2) / q varies across the width (``weight``).
         amp = ring.multiplicity * 16.0 / ring.q_per_A
-        prof = np.exp(-0.5 * ((rho[band] - r0) / sigma_px) ** 2)
+        u = (rho[band] - r0) / sigma_px
+        prof = np.exp(-0.5 * u * u)
+        if eta > 0:
+            # Pseudo-Voigt with equal FWHM; the Lorentzian's peak height is matched to the
+            # Gaussian's area: gamma = sigma sqrt(2 ln 2), height sqrt(pi/2 ln 2) ... / pi.
+            gamma = sigma_px * math.sqrt(2.0 * math.log(2.0))
+            lor = (gamma * gamma / ((rho[band] - r0) ** 2 + gamma * gamma)) * (
+                math.sqrt(2 * math.pi) * sigma_px / (math.pi * gamma)
+            )
+            prof = (1.0 - eta) * prof + eta * lor
         ring_img[band] += amp * prof * weight[band] / (2 * math.pi)
     # Central beam.
     sig_c = max(l_px * div, 0.7)
@@ -241,11 +267,20 @@ def simulate_gold_diffraction(
     # Diffuse background.
     bg = (_BACKGROUND_Q_PER_A**2 / (q * q + _BACKGROUND_Q_PER_A**2)) ** 1.5
     bg = bg + 0.02 * float(bg.mean())
+    halo = np.zeros((ny, nx))
+    if fa > 0:
+        for q0, sq, h in ((0.47, 0.08, 1.0), (0.85, 0.10, 0.5)):
+            halo += h * np.exp(-0.5 * ((q - q0) / sq) ** 2)
     expected = np.zeros((ny, nx))
-    for part, share in ((ring_img, 1.0 - fc - fb), (beam, fc), (bg, fb)):
+    parts = ((ring_img, 1.0 - fc - fb - fa), (beam, fc), (bg, fb), (halo, fa))
+    for part, share in parts:
         s = float(part.sum())
         if s > 0 and share > 0:
             expected += part * (share * total / s)
+    if blur > 0:
+        from scipy import ndimage
+
+        expected = ndimage.gaussian_filter(expected, blur, mode="nearest")
     pattern = rng.poisson(expected).astype(np.float64) if rng is not None else expected
     if saturation_counts is not None:
         pattern = np.minimum(pattern, float(saturation_counts))
