@@ -214,8 +214,10 @@ def test_tilt_calibration_rotation_and_mirror(
 ) -> None:
     scale = 0.012
     true_m = scale * _rot(angle) @ np.diag([1.0, -1.0 if mirror else 1.0])
-    coils = np.array([[0, 0], [150, 0], [0, 150], [-150, 0], [0, -150]], dtype=float)
-    res = estimate_tilt_calibration(_tilt_series(true_m, coils, rng), coils, voltage_kV=200)
+    coils = np.array([[0, 0], [150, 0], [0, 150], [-150, -150]], dtype=float)
+    res = estimate_tilt_calibration(
+        _tilt_series(true_m, coils, rng, shape=320), coils, voltage_kV=200
+    )
     np.testing.assert_allclose(res.mrad_per_unit, true_m, atol=2e-3 * scale)
     assert res.scale_mrad_per_unit == pytest.approx(scale, rel=2e-3)
     assert abs(((res.rotation_deg - angle + 180) % 360) - 180) < 0.1
