@@ -181,3 +181,16 @@ def test_simulate_diffraction_cli(tmp_path: Path) -> None:
     assert json.loads(truth.read_text())["camera_length_mm"] == 300
     r = runner.invoke(app, ["simulate", "diffraction", str(out), "--size", "128"])
     assert r.exit_code != 0 and "already exists" in r.output
+
+
+def test_tilt_calibrate_cli_refuses_existing_output(tilt_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "t.json"
+    out.write_text("keep")
+    m = str(tilt_dir / "manifest.csv")
+    r = runner.invoke(app, ["tilt-calibrate", m, "--voltage", "200", "--json", str(out)])
+    assert r.exit_code != 0 and "already exists" in r.output
+    assert out.read_text() == "keep"
+    r = runner.invoke(
+        app, ["tilt-calibrate", m, "--voltage", "200", "--json", str(out), "--plot", str(out)]
+    )
+    assert r.exit_code != 0 and "different files" in r.output
