@@ -35,6 +35,7 @@ app.add_typer(simulate_app, name="simulate")
 #: Command modules, each with ``register(app, simulate_app)``.
 _COMMAND_MODULES = (
     "temcal.cli.demo",
+    "temcal.cli.ctf",
     "temcal.cli.cs_tilt",
     "temcal.cli.simulate_tilt",
 )
