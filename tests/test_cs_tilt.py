@@ -162,3 +162,23 @@ def test_design_checks():
         select_terms(few, method="shift")
     full = select_terms(design_tilts_mrad((5.0, 10.0), 12), method="shift")
     assert len(full) == 12
+
+
+@pytest.mark.slow
+def test_tableau_from_images_handles_focus_crossing(rng):
+    from temcal.calibrate.cs_tilt import fit_tableau_from_images
+
+    tilts = design_tilts_mrad((10.0,), 6)
+    s = simulate_tilt_series(
+        tilts, aberrations=AB, pixel_size_A=1.0, voltage_kV=300, shape=(256, 256), rng=rng,
+        frame_rotation_deg=200.0, dose_e_per_A2=100.0,
+    )  # fmt: skip
+    c1, a1 = calculate_tilt_induced_c1_a1_A(s.tau_rad[1:], AB)
+    dz_v = [defocus_astigmatism_from_c1_a1(float(c), complex(a))[1] for c, a in zip(c1, a1)]
+    assert max(dz_v) < 0  # every tilted image crosses focus
+    fit = fit_tableau_from_images(
+        s.images, tilts, pixel_size_A=1.0, voltage_kV=300, cs_start_mm=2.4, mirror=False
+    )
+    assert fit.cs_mm == pytest.approx(2.7, rel=0.01)
+    assert fit.defocus_A == pytest.approx(8000, rel=0.005)
+    assert fit.frame_rotation_deg == pytest.approx(20.0, abs=1.0)

@@ -48,6 +48,7 @@ __all__ = [
     "PARAMETER_NAMES",
     "ErrorBudget",
     "ShiftMeasurement",
+    "TiltDefoci",
     "TiltFit",
     "align_rotation",
     "analyse_tilt_series",
@@ -56,6 +57,7 @@ __all__ = [
     "defocus_budget_sigma_A",
     "estimate_tilt_defoci",
     "estimate_tilt_shifts",
+    "fit_tableau_from_images",
     "fit_tilt_shifts",
     "fit_tilt_tableau",
     "select_terms",
@@ -819,6 +821,35 @@ def tilt_result_json(
     return out
 
 
+@dataclass(frozen=True)
+class TiltDefoci:
+    """Per-image CTF fits of a tilt series.
+
+    Attributes
+    ----------
+    c1_A : numpy.ndarray
+        ``(n,)`` ``C1(tau) = -(dz_u + dz_v) / 2`` (Å).
+    a1_A : numpy.ndarray
+        ``(n,)`` complex ``A1(tau)`` (Å).
+    sigma_A : numpy.ndarray
+        ``(n,)`` standard error of the mean defocus from each fit (Å).
+    score : numpy.ndarray
+        ``(n,)`` CTF-fit correlation scores.
+    cs_mm : float
+        Cs used in the fits.
+    n_refit : int
+        Images whose fit was replaced by a fit started from the tableau prediction (the
+        free search had found the other side of focus or a wrong ring count).
+    """
+
+    c1_A: np.ndarray
+    a1_A: np.ndarray
+    sigma_A: np.ndarray
+    score: np.ndarray
+    cs_mm: float
+    n_refit: int = 0
+
+
 def estimate_tilt_defoci(
     images: np.ndarray,
     *,
@@ -826,44 +857,181 @@ def estimate_tilt_defoci(
     voltage_kV: float,
     cs_mm: float,
     amplitude_contrast: float = 0.07,
+    prepared: list[object] | None = None,
+    start_defoci: list[tuple[float, float, float]] | None = None,
     progress: Callable[[int], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CTF fit of every image: ``C1(tau)`` (Å), ``A1(tau)`` (complex Å) and standard errors.
+) -> TiltDefoci:
+    """CTF fit of every image: ``C1(tau)``, ``A1(tau)`` (Å) and standard errors.
 
-    Uses :func:`temcal.calibrate.ctf_fit.fit_ctf` with ``allow_focus_crossing=True`` (at
-    large tilts one principal defocus of the induced astigmatism is overfocus).
+    Uses :func:`temcal.calibrate.ctf_fit.fit_ctf_prepared` with
+    ``allow_focus_crossing=True`` (at large tilts one principal defocus of the induced
+    astigmatism is overfocus), or a local refinement from ``start_defoci``
+    (``(defocus_u_A, defocus_v_A, astig_angle_deg)`` per image) when given.
+    ``prepared`` caches the prepared spectra between calls (filled when an empty list).
 
     Raises
     ------
     CalibrationError
         If an image's Thon rings cannot be fitted.
     """
-    from temcal.calibrate.ctf_fit import fit_ctf
+    from temcal.calibrate._ctf_engine import defocus_to_theta
+    from temcal.calibrate.ctf_fit import fit_ctf_prepared, prepare_ctf_spectrum
     from temcal.physics.aberrations import c1_a1_from_defocus_astigmatism
 
     n = len(images)
+    if prepared is None:
+        prepared = []
     c1 = np.empty(n)
     a1 = np.empty(n, dtype=complex)
     se = np.empty(n)
+    score = np.empty(n)
     for i in range(n):
         try:
-            fit = fit_ctf(
-                images[i],
-                pixel_size_A=pixel_size_A,
-                voltage_kV=voltage_kV,
+            if len(prepared) <= i:
+                prepared.append(
+                    prepare_ctf_spectrum(
+                        images[i],
+                        pixel_size_A=pixel_size_A,
+                        voltage_kV=voltage_kV,
+                        amplitude_contrast=amplitude_contrast,
+                    )
+                )
+            start = None
+            if start_defoci is not None:
+                start = defocus_to_theta(*start_defoci[i])
+            fit, _ = fit_ctf_prepared(
+                prepared[i],  # type: ignore[arg-type]
                 cs_mm=cs_mm,
-                amplitude_contrast=amplitude_contrast,
                 allow_focus_crossing=True,
+                start_theta=start,
             )
         except CalibrationError as exc:
             raise CalibrationError(f"image {i}: CTF fit failed ({exc})") from None
         c1[i], a1[i] = c1_a1_from_defocus_astigmatism(
             fit.defocus_u_A, fit.defocus_v_A, fit.astig_angle_deg
         )
-        se[i] = fit.defocus_se_A if math.isfinite(fit.defocus_se_A) else 1.0
+        se[i] = fit.defocus_se_A if math.isfinite(fit.defocus_se_A) else 10.0
+        score[i] = fit.score
         if progress is not None:
             progress(1)
-    return c1, a1, se
+    return TiltDefoci(c1, a1, se, score, float(cs_mm))
+
+
+def _robust_tableau(
+    d: TiltDefoci, t: np.ndarray, mirror: bool | None
+) -> tuple[TiltFit, np.ndarray]:
+    """Tableau fit that leaves out gross outliers (wrong side of focus); returns the mask."""
+    keep = np.ones(len(t), dtype=bool)
+    fit = fit_tilt_tableau(d.c1_A, d.a1_A, t, sigma_c1_A=d.sigma_A, sigma_a1_A=d.sigma_A,
+                           mirror=mirror)  # fmt: skip
+    for _ in range(3):
+        resid = np.sqrt(np.sum((fit.observed - fit.modelled) ** 2, axis=1))
+        limit = 6.0 * float(np.median(resid[keep])) + 30.0
+        new = resid <= limit
+        if np.array_equal(new, keep) or new.sum() < 0.6 * len(t):
+            break
+        keep = new
+        try:
+            fit = fit_tilt_tableau(
+                d.c1_A[keep], d.a1_A[keep], t[keep], sigma_c1_A=d.sigma_A[keep],
+                sigma_a1_A=d.sigma_A[keep], mirror=mirror,
+            )  # fmt: skip
+        except InputError:
+            break
+        # model for all images, for the outlier test
+        tau = _tilts_complex(t, fit.frame_rotation_deg, fit.mirror)
+        mc1, ma1 = calculate_tilt_induced_c1_a1_A(tau, fit.aberrations)
+        fit = TiltFit(
+            **{
+                **fit.__dict__,
+                "observed": np.stack([d.c1_A, d.a1_A.real, d.a1_A.imag], axis=1),
+                "modelled": np.stack([mc1, ma1.real, ma1.imag], axis=1),
+                "tau_rad": tau,
+                "n_images": len(t),
+            }
+        )
+    return fit, keep
+
+
+def fit_tableau_from_images(
+    images: np.ndarray,
+    tilts_mrad: np.ndarray,
+    *,
+    pixel_size_A: float,
+    voltage_kV: float,
+    cs_start_mm: float = 2.7,
+    amplitude_contrast: float = 0.07,
+    mirror: bool | None = None,
+    max_iterations: int = 4,
+    progress: Callable[[int], None] | None = None,
+) -> TiltFit:
+    """The tableau method from images: CTF fits, tableau, Cs iteration.
+
+    1. Free CTF fit of every image with ``cs_start_mm`` (focus crossing allowed).
+    2. Tableau fit leaving out gross outliers; images whose fit disagrees with the tableau
+       prediction are refitted starting from the prediction, and the better-scoring fit
+       is kept (a free search can land on the far side of focus when the induced
+       astigmatism crosses it).
+    3. CTF fits refined with the new Cs, tableau again, until Cs changes by < 0.02 %.
+    """
+    from temcal.physics.aberrations import defocus_astigmatism_from_c1_a1
+
+    t = np.asarray(tilts_mrad, dtype=float)
+    prepared: list[object] = []
+    cs = float(cs_start_mm)
+    d = estimate_tilt_defoci(
+        images, pixel_size_A=pixel_size_A, voltage_kV=voltage_kV, cs_mm=cs,
+        amplitude_contrast=amplitude_contrast, prepared=prepared, progress=progress,
+    )  # fmt: skip
+    fit, keep = _robust_tableau(d, t, mirror)
+    n_refit = 0
+    if not np.all(keep):
+        pred = [defocus_astigmatism_from_c1_a1(m[0], complex(m[1], m[2])) for m in fit.modelled]
+        d2 = estimate_tilt_defoci(
+            images, pixel_size_A=pixel_size_A, voltage_kV=voltage_kV, cs_mm=cs,
+            amplitude_contrast=amplitude_contrast, prepared=prepared, start_defoci=pred,
+        )  # fmt: skip
+        better = (d2.score > d.score) & ~keep
+        n_refit = int(better.sum())
+        d = TiltDefoci(
+            np.where(better, d2.c1_A, d.c1_A),
+            np.where(better, d2.a1_A, d.a1_A),
+            np.where(better, d2.sigma_A, d.sigma_A),
+            np.where(better, d2.score, d.score),
+            cs,
+        )
+        fit, keep = _robust_tableau(d, t, mirror)
+    for _ in range(max(0, max_iterations - 1)):
+        if not 0.05 < fit.cs_mm < 20:
+            raise CalibrationError(
+                f"the tableau fit gives an implausible Cs of {fit.cs_mm:.3g} mm; check the "
+                "tilt magnitudes (mrad) and the pixel size"
+            )
+        if abs(fit.cs_mm - cs) / cs < 2e-4:
+            break
+        cs = fit.cs_mm
+        starts = [
+            defocus_astigmatism_from_c1_a1(c, complex(a))
+            for c, a in zip(d.c1_A, d.a1_A, strict=True)
+        ]
+        d = estimate_tilt_defoci(
+            images, pixel_size_A=pixel_size_A, voltage_kV=voltage_kV, cs_mm=cs,
+            amplitude_contrast=amplitude_contrast, prepared=prepared, start_defoci=starts,
+            progress=progress,
+        )  # fmt: skip
+        fit, keep = _robust_tableau(d, t, mirror)
+    return TiltFit(
+        **{
+            **fit.__dict__,
+            "extra": {
+                **fit.extra,
+                "n_outliers_left_out": int((~keep).sum()),
+                "n_refit_from_prediction": n_refit,
+                "ctf_cs_mm": cs,
+                "ctf_scores": d.score,
+            },
+        }
+    )
 
 
 def analyse_tilt_series(
@@ -880,7 +1048,7 @@ def analyse_tilt_series(
     mirror: bool | None = None,
     amplitude_contrast: float = 0.07,
     taper: float = 0.1,
-    max_cs_iterations: int = 3,
+    max_cs_iterations: int = 4,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, TiltFit], dict[str, object]]:
     """Run the image-shift and/or tableau methods on a tilt series.
@@ -914,28 +1082,11 @@ def analyse_tilt_series(
         cs = cs_nominal_mm if cs_nominal_mm is not None else 2.7
         if "shift" in fits and 0.05 < fits["shift"].cs_mm < 20:
             cs = fits["shift"].cs_mm
-        tab: TiltFit | None = None
-        for _ in range(max(1, max_cs_iterations)):
-            c1, a1, se = estimate_tilt_defoci(
-                imgs,
-                pixel_size_A=pixel_size_A,
-                voltage_kV=voltage_kV,
-                cs_mm=cs,
-                amplitude_contrast=amplitude_contrast,
-                progress=progress,
-            )
-            tab = fit_tilt_tableau(c1, a1, t, sigma_c1_A=se, sigma_a1_A=se, mirror=mirror)
-            if not 0.05 < tab.cs_mm < 20:
-                raise CalibrationError(
-                    f"the tableau fit gives an implausible Cs of {tab.cs_mm:.3g} mm; check the "
-                    "tilt magnitudes (mrad) and the pixel size"
-                )
-            changed = abs(tab.cs_mm - cs) / cs
-            cs = tab.cs_mm
-            if changed < 5e-4:
-                break
-        assert tab is not None
-        fits["tableau"] = tab
+        fits["tableau"] = fit_tableau_from_images(
+            imgs, t, pixel_size_A=pixel_size_A, voltage_kV=voltage_kV, cs_start_mm=cs,
+            amplitude_contrast=amplitude_contrast, mirror=mirror,
+            max_iterations=max_cs_iterations, progress=progress,
+        )  # fmt: skip
     result = tilt_result_json(
         fits,
         pixel_size_rel_sigma=pixel_size_rel_sigma,
