@@ -174,7 +174,9 @@ def test_tableau_from_images_handles_focus_crossing(rng):
         frame_rotation_deg=200.0, dose_e_per_A2=100.0,
     )  # fmt: skip
     c1, a1 = calculate_tilt_induced_c1_a1_A(s.tau_rad[1:], AB)
-    dz_v = [defocus_astigmatism_from_c1_a1(float(c), complex(a))[1] for c, a in zip(c1, a1)]
+    dz_v = [
+        defocus_astigmatism_from_c1_a1(float(c), complex(a))[1] for c, a in zip(c1, a1, strict=True)
+    ]
     assert max(dz_v) < 0  # every tilted image crosses focus
     fit = fit_tableau_from_images(
         s.images, tilts, pixel_size_A=1.0, voltage_kV=300, cs_start_mm=2.4, mirror=False
