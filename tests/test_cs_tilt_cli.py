@@ -174,3 +174,35 @@ def test_simulate_cli(tmp_path):
     assert r.exit_code != 0 and "already exists" in r.output
     r = runner.invoke(app, ["simulate", "tilt-series", str(tmp_path / "x"), "--tilts", "a,b"])
     assert r.exit_code != 0 and "--tilts" in r.output
+
+
+def test_plan_tilt_scaling_and_cli(tmp_path):
+    from temcal.calibrate.plan_tilt import calculate_tilt_plan
+
+    base = dict(magnitudes_mrad=(5.0, 10.0), n_azimuths=12, pixel_size_A=1.0, size_px=512)
+    lo = calculate_tilt_plan(dose_e_per_A2=20.0, drift_step_A=0.0, **base)
+    hi = calculate_tilt_plan(dose_e_per_A2=200.0, drift_step_A=0.0, **base)
+    drift = calculate_tilt_plan(dose_e_per_A2=200.0, drift_step_A=1.0, **base)
+    for m in ("shift", "tableau"):
+        assert hi[m].cs_ci95_mm < lo[m].cs_ci95_mm
+    assert drift["shift"].cs_ci95_mm > 2 * hi["shift"].cs_ci95_mm  # drift hurts shifts only
+    assert drift["tableau"].cs_ci95_mm == pytest.approx(hi["tableau"].cs_ci95_mm)
+    # larger tilts: the shift method gains ~tau^3 in the Cs term
+    big = calculate_tilt_plan(
+        dose_e_per_A2=200.0, drift_step_A=0.0, magnitudes_mrad=(10.0, 20.0), n_azimuths=12,
+        pixel_size_A=1.0, size_px=512,
+    )  # fmt: skip
+    assert big["shift"].cs_ci95_mm < 0.3 * hi["shift"].cs_ci95_mm
+    # calibration budget: 1 % tilt error is 3 % of Cs (shift) and 2 % (tableau)
+    cal = calculate_tilt_plan(dose_e_per_A2=200.0, drift_step_A=0.0, tilt_rel_sigma=0.01, **base)
+    assert cal["shift"].cs_ci95_mm == pytest.approx(
+        1.96 * np.hypot(hi["shift"].cs_ci95_mm / 1.96, 0.03 * 2.7), rel=1e-3
+    )
+    js = tmp_path / "plan.json"
+    r = runner.invoke(app, ["plan-tilt", "--size", "512", "--json", str(js)])
+    assert r.exit_code == 0, r.output
+    d = json.loads(js.read_text())
+    assert d["shift"]["cs_ci95_mm"] > 0 and d["tableau"]["cs_ci95_mm"] > 0
+    r = runner.invoke(app, ["plan-tilt", "--tilts", "10", "--json", str(tmp_path / "p2.json")])
+    assert r.exit_code != 0 and "cannot determine" in r.output
+    assert not (tmp_path / "p2.json").exists()

@@ -376,6 +376,7 @@ def fit_tilt_shifts(
     mirror: bool | None = False,
     include_higher: bool | None = None,
     sigma_floor_A: float = 0.02,
+    scale_by_residuals: bool = True,
 ) -> TiltFit:
     """Fit aberrations, frame rotation and drift to measured beam-tilt image shifts.
 
@@ -393,6 +394,9 @@ def fit_tilt_shifts(
         Fit ``S3`` and ``A3`` (``None``: when the design supports them).
     sigma_floor_A : float
         Lower bound on each shift's standard error (Å).
+    scale_by_residuals : bool
+        Scale the covariance by the reduced chi-square (``False``: trust the given
+        standard errors, as the planner does with noise-free synthetic shifts).
 
     Returns
     -------
@@ -473,7 +477,7 @@ def fit_tilt_shifts(
     da = (design(theta + h, mir, cols) - design(theta - h, mir, cols)) / (2 * h)
     jac = np.concatenate([a, (da @ x)[:, None]], axis=1)
     dof = max(len(y_all) - jac.shape[1], 1)
-    s2 = cost / dof
+    s2 = cost / dof if scale_by_residuals else 1.0
     norms = np.linalg.norm(jac, axis=0)
     norms[norms == 0] = 1.0
     jn = jac / norms
@@ -529,6 +533,7 @@ def fit_tilt_tableau(
     sigma_a1_A: np.ndarray | None = None,
     mirror: bool | None = False,
     include_higher: bool | None = None,
+    scale_by_residuals: bool = True,
 ) -> TiltFit:
     """Fit aberrations and frame rotation (mod 180°) to per-image defocus and astigmatism.
 
@@ -543,7 +548,7 @@ def fit_tilt_tableau(
         ``(n, 2)`` manifest-frame tilts (mrad).
     sigma_c1_A, sigma_a1_A : numpy.ndarray, optional
         Standard errors (Å) used as weights (equal weights when omitted).
-    mirror, include_higher
+    mirror, include_higher, scale_by_residuals
         As in :func:`fit_tilt_shifts`.
 
     Returns
@@ -595,7 +600,7 @@ def fit_tilt_tableau(
             f"{n} images give {len(y)} tableau observations, fewer than the "
             f"{jac.shape[1]} unknowns; record more tilts"
         )
-    s2 = cost / dof
+    s2 = cost / dof if scale_by_residuals else 1.0
     norms = np.linalg.norm(jac, axis=0)
     norms[norms == 0] = 1.0
     cov_full = np.linalg.pinv((jac / norms).T @ (jac / norms)) / np.outer(norms, norms) * s2
@@ -963,11 +968,15 @@ def fit_tableau_from_images(
     amplitude_contrast: float = 0.07,
     mirror: bool | None = None,
     max_iterations: int = 4,
+    start_fit: TiltFit | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> TiltFit:
     """The tableau method from images: CTF fits, tableau, Cs iteration.
 
-    1. Free CTF fit of every image with ``cs_start_mm`` (focus crossing allowed).
+    1. Free CTF fit of every image with ``cs_start_mm`` (focus crossing allowed) or, when
+       ``start_fit`` (an image-shift fit) is given, local CTF fits started from the defocus
+       and astigmatism it predicts, with a free search only for images whose local fit
+       scores below 0.8 of the median.
     2. Tableau fit leaving out gross outliers; images whose fit disagrees with the tableau
        prediction are refitted starting from the prediction, and the better-scoring fit
        is kept (a free search can land on the far side of focus when the induced
@@ -979,10 +988,38 @@ def fit_tableau_from_images(
     t = np.asarray(tilts_mrad, dtype=float)
     prepared: list[object] = []
     cs = float(cs_start_mm)
-    d = estimate_tilt_defoci(
-        images, pixel_size_A=pixel_size_A, voltage_kV=voltage_kV, cs_mm=cs,
-        amplitude_contrast=amplitude_contrast, prepared=prepared, progress=progress,
-    )  # fmt: skip
+    if start_fit is None:
+        d = estimate_tilt_defoci(
+            images, pixel_size_A=pixel_size_A, voltage_kV=voltage_kV, cs_mm=cs,
+            amplitude_contrast=amplitude_contrast, prepared=prepared, progress=progress,
+        )  # fmt: skip
+    else:
+        tau0 = _tilts_complex(t, start_fit.frame_rotation_deg, start_fit.mirror)
+        pc1, pa1 = calculate_tilt_induced_c1_a1_A(tau0, start_fit.aberrations)
+        pred0 = [
+            defocus_astigmatism_from_c1_a1(c, complex(a)) for c, a in zip(pc1, pa1, strict=True)
+        ]
+        d = estimate_tilt_defoci(
+            images, pixel_size_A=pixel_size_A, voltage_kV=voltage_kV, cs_mm=cs,
+            amplitude_contrast=amplitude_contrast, prepared=prepared, start_defoci=pred0,
+            progress=progress,
+        )  # fmt: skip
+        poor = np.flatnonzero(d.score < 0.8 * float(np.median(d.score)))
+        if poor.size:
+            df = estimate_tilt_defoci(
+                images[poor], pixel_size_A=pixel_size_A, voltage_kV=voltage_kV, cs_mm=cs,
+                amplitude_contrast=amplitude_contrast, prepared=[prepared[i] for i in poor],
+            )  # fmt: skip
+            c1n, a1n, sn, scn = d.c1_A.copy(), d.a1_A.copy(), d.sigma_A.copy(), d.score.copy()
+            for k, i in enumerate(poor):
+                if df.score[k] > scn[i]:
+                    c1n[i], a1n[i], sn[i], scn[i] = (
+                        df.c1_A[k],
+                        df.a1_A[k],
+                        df.sigma_A[k],
+                        df.score[k],
+                    )
+            d = TiltDefoci(c1n, a1n, sn, scn, cs)
     fit, keep = _robust_tableau(d, t, mirror)
     n_refit = 0
     if not np.all(keep):
@@ -1085,7 +1122,7 @@ def analyse_tilt_series(
         fits["tableau"] = fit_tableau_from_images(
             imgs, t, pixel_size_A=pixel_size_A, voltage_kV=voltage_kV, cs_start_mm=cs,
             amplitude_contrast=amplitude_contrast, mirror=mirror,
-            max_iterations=max_cs_iterations, progress=progress,
+            max_iterations=max_cs_iterations, start_fit=fits.get("shift"), progress=progress,
         )  # fmt: skip
     result = tilt_result_json(
         fits,

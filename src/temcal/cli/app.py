@@ -38,6 +38,7 @@ _COMMAND_MODULES = (
     "temcal.cli.ctf",
     "temcal.cli.cs_tilt",
     "temcal.cli.simulate_tilt",
+    "temcal.cli.plan_tilt",
 )
 
 
