@@ -32,7 +32,7 @@ def plot_tilt_fits(fits: dict[str, TiltFit], path: str | Path, *, overwrite: boo
     from temcal.io.output import check_output_path
 
     p = check_output_path(path, overwrite=overwrite)
-    panels = [("shift", "x"), ("shift", "y")] if "shift" in fits else []
+    panels = [("shift", "x"), ("shift", "y"), ("shift", "resid")] if "shift" in fits else []
     if "tableau" in fits:
         panels.append(("tableau", "defocus"))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
@@ -45,7 +45,19 @@ def plot_tilt_fits(fits: dict[str, TiltFit], path: str | Path, *, overwrite: boo
         for ci, lev in enumerate(levels):
             col = colors[ci % len(colors)]
             tau_line = lev * 1e-3 * np.exp(1j * phi_line)
-            if method == "shift":
+            if method == "shift" and what == "resid":
+                resid = f.observed - f.modelled
+                pairs = np.asarray(f.extra.get("pairs"), dtype=int).reshape(-1, 2)
+                sel = np.flatnonzero(np.abs(mags[pairs[:, 1]] - lev) < 1e-3)
+                az = np.degrees(np.angle(f.tau_rad[pairs[sel, 1]])) % 360
+                ax.plot(az, resid[sel, 0], "o", color=col, ms=4, label=f"{lev:g} mrad x")
+                ax.plot(
+                    az, resid[sel, 1], "s", color=col, ms=4, mfc="none", label=f"{lev:g} mrad y"
+                )
+                ax.axhline(0.0, color="k", lw=0.8)
+                ax.set_ylabel("measured - modelled shift (Å)")
+                ax.set_title(f"shift residuals (rms {f.residual_rms:.3f} Å)")
+            elif method == "shift":
                 ref = int(str(f.extra.get("reference_index", 0)))
                 pairs = np.asarray(f.extra.get("pairs"), dtype=int).reshape(-1, 2)
                 sel = np.asarray(
