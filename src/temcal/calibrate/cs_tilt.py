@@ -228,11 +228,12 @@ def select_terms(
 
     def rank_ok(cols: tuple[int, ...]) -> bool:
         if method == "shift":
+            # shifts are measured relative to the reference image (first untilted one)
+            untilted = np.flatnonzero(_untilted(t))
+            ref = int(untilted[0]) if untilted.size else 0
             b = _shift_basis(tau, cols)
+            b = np.delete(b - b[ref], ref, axis=0)
             a = np.concatenate([b.real, b.imag], axis=0)
-            if not np.all(_untilted(t)):
-                # shifts are measured relative to one image: remove a common offset
-                a = a - 0.0
         else:
             a = _tableau_basis(tau, cols)
         norms = np.linalg.norm(a, axis=0)
