@@ -190,3 +190,27 @@ def test_tableau_from_images_handles_focus_crossing(rng):
     assert fit.cs_mm == pytest.approx(2.7, rel=0.01)
     assert fit.defocus_A == pytest.approx(8000, rel=0.005)
     assert fit.frame_rotation_deg == pytest.approx(20.0, abs=1.0)
+
+
+def test_failed_registration_is_left_out(rng):
+    from temcal.calibrate.cs_tilt import ShiftMeasurement
+
+    tilts = design_tilts_mrad((5.0, 10.0), 12)
+    tau = manifest_to_image_tilt_rad(tilts, frame_rotation_deg=75.0)
+    delta = calculate_tilt_image_shift_A(tau, AB)
+    drift = np.cumsum(rng.normal(0, 0.2, (len(tilts), 2)), axis=0)
+    drift[0] = 0
+    pos = np.stack([delta.real, delta.imag], axis=1) + drift
+    pairs = np.array([(0, i) for i in range(1, len(tilts))] + [(1, 2), (3, 4), (5, 6)])
+    shifts = pos[pairs[:, 1]] - pos[pairs[:, 0]] + rng.normal(0, 0.02, (len(pairs), 2))
+    sig = np.full(len(pairs), 0.02)
+    clean = fit_tilt_shifts(ShiftMeasurement(pairs, shifts, sig), tilts, drift_step_A=0.2)
+    bad = shifts.copy()
+    bad[14] += (9.0, -6.0)  # a registration that locked onto a wrong peak
+    fit = fit_tilt_shifts(ShiftMeasurement(pairs, bad, sig), tilts, drift_step_A=0.2)
+    naive = fit_tilt_shifts(
+        ShiftMeasurement(pairs, bad, sig), tilts, drift_step_A=0.2, max_outliers=0
+    )
+    assert fit.extra["n_outliers_left_out"] == 1
+    assert fit.cs_mm == pytest.approx(clean.cs_mm, rel=0.002)
+    assert abs(naive.cs_mm - 2.7) > abs(fit.cs_mm - 2.7)

@@ -378,8 +378,13 @@ def fit_tilt_shifts(
     include_higher: bool | None = None,
     sigma_floor_A: float = 0.02,
     scale_by_residuals: bool = True,
+    max_outliers: int = 3,
 ) -> TiltFit:
     """Fit aberrations, frame rotation and drift to measured beam-tilt image shifts.
+
+    A registration whose residual exceeds both 1 Å and 8 standard errors (a failed
+    registration) is left out and the fit repeated, at most ``max_outliers`` times
+    (``extra["n_outliers_left_out"]``).
 
     Parameters
     ----------
@@ -500,6 +505,34 @@ def fit_tilt_shifts(
     model = np.stack([model_c.real, model_c.imag], axis=1)
     model = model + drift[pairs[:, 1]] - drift[pairs[:, 0]]
     resid = obs - model
+    norm = np.hypot(resid[:, 0], resid[:, 1])
+    worst = int(np.argmax(norm / sig))
+    bad = max_outliers > 0 and len(pairs) > 3 and norm[worst] > max(1.0, 8.0 * sig[worst])
+    if max_outliers > 0 and len(pairs) > 3 and not bad and n > 3:
+        # a failed registration to the reference can hide in that image's drift: look for
+        # an image whose drift jumps away from both neighbours
+        dev = np.zeros(n)
+        dev[1:-1] = np.hypot(*(drift[1:-1] - 0.5 * (drift[:-2] + drift[2:])).T)
+        img = int(np.argmax(dev))
+        hits = np.flatnonzero((pairs[:, 0] == ref) & (pairs[:, 1] == img))
+        if hits.size and dev[img] > max(1.0, 8.0 * step):
+            worst, bad = int(hits[0]), True
+    if bad:
+        keep = np.arange(len(pairs)) != worst
+        sub = ShiftMeasurement(pairs[keep], obs[keep], measurement.sigma_A[keep])
+        try:
+            refit = fit_tilt_shifts(
+                sub, t, drift_step_A=drift_step_A, mirror=mirror, include_higher=include_higher,
+                sigma_floor_A=sigma_floor_A, scale_by_residuals=scale_by_residuals,
+                max_outliers=max_outliers - 1,
+            )  # fmt: skip
+        except InputError:
+            refit = None
+        if refit is not None:
+            n_out = int(refit.extra.get("n_outliers_left_out", 0)) + 1  # type: ignore[call-overload]
+            return TiltFit(
+                **{**refit.__dict__, "extra": {**refit.extra, "n_outliers_left_out": n_out}}
+            )
     return TiltFit(
         method="shift",
         aberrations=ab,
@@ -521,6 +554,7 @@ def fit_tilt_shifts(
             "drift_velocity_A_per_image": x[nv - 2 : nv].tolist(),
             "reference_index": ref,
             "pairs": pairs.copy(),
+            "n_outliers_left_out": 0,
         },
     )
 
