@@ -37,6 +37,10 @@ _COMMAND_MODULES = (
     "temcal.cli.demo",
     "temcal.cli.history",
     "temcal.cli.diffraction",
+    "temcal.cli.ctf",
+    "temcal.cli.cs_tilt",
+    "temcal.cli.simulate_tilt",
+    "temcal.cli.plan_tilt",
 )
 
 

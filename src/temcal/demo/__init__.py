@@ -18,7 +18,10 @@ import numpy as np
 __all__ = ["DEMO_MODULES", "DemoLine", "run_demo"]
 
 #: Topic modules, run in this order.
-DEMO_MODULES: tuple[str, ...] = ("diffraction",)
+DEMO_MODULES: tuple[str, ...] = (
+    "diffraction",
+    "cs_tilt",
+)
 
 
 @dataclass(frozen=True)
