@@ -86,8 +86,8 @@ SEARCH_RANGE_A = (0.025, 6.0)
 #: Geometric exponent of the ring profile: 1 for randomly oriented 3-D crystallites.
 RING_GEOMETRY_EXPONENT = 1.0
 
-_MAX_UNFOLDED_F = 2.9  # highest true frequency (cycles/px) searched through aliasing
-_MIN_SIGNIFICANCE = 5.0
+_MAX_UNFOLDED_F = 2.2  # highest true frequency (cycles/px) searched through aliasing
+_MIN_SIGNIFICANCE = 3.0
 # bound of the shared log-slope beta * s0 of the ring modulation (scattering factor,
 # envelopes, MTF): |d ln I / ds| <= ~15 Å at s0 ~ 0.42 Å⁻¹
 _BETA_MAX = 6.0
@@ -362,13 +362,30 @@ class _SearchResult:
 
 
 def _log_profile(spec: np.ndarray, fmax: float) -> tuple[np.ndarray, np.ndarray]:
+    """Log radial profile of an unfolded spectrum: the mean of each bin's top 10 %.
+
+    The upper part of each ring's azimuthal distribution responds to full rings and to
+    the few bright spots of isolated crystals alike.
+    """
     n = spec.shape[0]
     fmin = 6.0 / n
-    u = unfold_spectrum(spec, max_frequency=fmax, min_frequency=fmin)
+    u = unfold_spectrum(
+        spec, max_frequency=fmax, min_frequency=fmin, min_alias_base_frequency=0.06
+    )
     r = np.hypot(u.qx, u.qy)
-    f, v, _ = calculate_radial_profile(r, u.values, bin_width=0.5 / n, r_min=fmin, r_max=fmax)
-    ok = v > 0
-    return np.log(f[ok]), np.log(v[ok])
+    bw = 0.5 / n
+    b = ((r - fmin) / bw).astype(np.int64)
+    order = np.lexsort((u.values, b))
+    bs, vs, rs = b[order], u.values[order], r[order]
+    cnt = np.bincount(bs)
+    start = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+    rank = np.arange(bs.size) - start[bs]
+    top = rank >= cnt[bs] - np.maximum(1, np.ceil(0.1 * cnt[bs]))
+    c_top = np.bincount(bs[top], minlength=cnt.size).astype(float)
+    v_top = np.bincount(bs[top], weights=vs[top], minlength=cnt.size)
+    f_mean = np.bincount(bs, weights=rs, minlength=cnt.size) / np.maximum(cnt, 1)
+    ok = (cnt >= 8) & (v_top > 0)
+    return np.log(f_mean[ok]), np.log(v_top[ok] / c_top[ok])
 
 
 def _flatten(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -414,7 +431,7 @@ def _search_pixel_size(
     for x, zz in levels:  # later (more binned) levels resolve low frequencies better
         inside = (xg >= x[0]) & (xg <= x[-1])
         z[inside] = np.interp(xg[inside], x, zz)
-    zc = np.clip(z, -3.0, 8.0)
+    z0 = np.nan_to_num(z, nan=0.0)
     if guess_pixel_size_A is not None:
         plo, phi = guess_pixel_size_A / 1.25, guess_pixel_size_A * 1.25
     else:
@@ -422,10 +439,32 @@ def _search_pixel_size(
     lp = np.arange(math.log(plo), math.log(phi), 0.0005)
     total = np.zeros_like(lp)
     count = np.zeros_like(lp)
+    lnd = np.log(np.asarray(d_list))
     for j, d in enumerate(d_list):
         wj = _RING_WEIGHT.get(round(d_list[0] / d, 2), 0.5) if j else 1.0
         xr = lp - math.log(d)
-        zi = np.interp(xr, xg, np.nan_to_num(zc, nan=0.0), left=0.0, right=0.0)
+        # a gold ring must stand above its flanks (Thon rings and other periodic
+        # structure have neighbours of similar height): flank windows 7-15 % away,
+        # trimmed 4 % short of the other gold rings
+        others = np.delete(-(lnd - lnd[j]), j)  # ln-offsets of the other rings
+        flank = np.full(xg.shape, -np.inf)
+        for a0, a1 in ((-0.15, -0.07), (0.07, 0.15)):
+            lo_o, hi_o = a0, a1
+            for o in others:
+                if a0 < 0 and a0 - 0.04 < o < 0:
+                    lo_o = max(lo_o, o + 0.04)
+                if a1 > 0 and 0 < o < a1 + 0.04:
+                    hi_o = min(hi_o, o - 0.04)
+            if hi_o - lo_o < 0.01:
+                continue
+            k0, k1 = int(round(lo_o / dx)), int(round(hi_o / dx))
+            size = k1 - k0 + 1
+            mf = ndimage.maximum_filter1d(z0, size=size, mode="nearest")
+            shift = (k0 + k1) // 2  # window centred at offset (k0 + k1) / 2
+            flank = np.maximum(flank, np.roll(mf, -shift))
+        flank = np.where(np.isfinite(flank), np.maximum(flank, 0.0), 0.0)
+        peak = np.clip(z0 - flank, -3.0, 25.0)
+        zi = np.interp(xr, xg, peak, left=0.0, right=0.0)
         valid = (xr >= lo) & (xr <= hi) & (np.interp(xr, xg, np.isfinite(z).astype(float)) > 0.5)
         total += np.where(valid, wj * zi, 0.0)
         count += np.where(valid, wj * wj, 0.0)
@@ -437,10 +476,9 @@ def _search_pixel_size(
         )
     score = np.where(usable, total / np.sqrt(np.maximum(count, 1)), -np.inf)
     best = int(np.argmax(score))
-    vals = score[usable]
-    med = float(np.median(vals))
-    mad = 1.4826 * float(np.median(np.abs(vals - med)))
-    sig = (float(score[best]) - med) / max(mad, 1e-9)
+    far = np.abs(lp - lp[best]) > 0.05
+    second = float(np.max(score[far & usable])) if (far & usable).any() else 0.0
+    sig = float(score[best])
     p = math.exp(float(lp[best]))
     # rings individually detected at the best candidate
     n_det = 0
@@ -449,10 +487,10 @@ def _search_pixel_size(
         if lo <= xr1 <= hi:
             zi1 = float(np.interp(xr1, xg, np.nan_to_num(z, nan=0.0)))
             n_det += zi1 > 3.0
-    if sig < _MIN_SIGNIFICANCE or n_det < min(2, len(d_list)) or score[best] < 4.0:
+    if sig < _MIN_SIGNIFICANCE or sig - second < 0.8 or n_det < min(2, len(d_list)):
         raise CalibrationError(
             "no gold lattice rings found in the power spectrum (best candidate pixel size "
-            f"{p:.4g} Å/px has significance {sig:.1f}, {n_det} ring(s) detected); "
+            f"{p:.4g} Å/px scores {sig:.1f} (next {second:.1f}), {n_det} ring(s) detected); "
             "is there gold in the image? (--guess or --rings may help with weak rings)"
         )
     return _SearchResult(pixel_size_A=p, significance=sig, n_rings=n_det)
@@ -472,6 +510,14 @@ class _FitData:
     seg: np.ndarray  # segment index of each sample
     seg_range: list[tuple[float, float]]
     ring_idx: list[int]  # indices into the ring list used
+    sector: np.ndarray  # azimuthal sector of each sample (samples sorted by it)
+    n_sectors: int
+
+    @property
+    def sector_slices(self) -> list[slice]:
+        """Contiguous sample ranges of each sector."""
+        edges = np.searchsorted(self.sector, np.arange(self.n_sectors + 1))
+        return [slice(int(edges[k]), int(edges[k + 1])) for k in range(self.n_sectors)]
 
 
 def _pseudo_voigt(x: np.ndarray, w: float | np.ndarray, eta: float) -> np.ndarray:
@@ -537,19 +583,34 @@ class _RingModel:
         return np.stack(cols, axis=1), s
 
     def solve(self, th: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Residuals, per-sector linear coefficients ``(K, c)`` and the design matrix.
+
+        Ring amplitudes and backgrounds are solved separately in each azimuthal sector
+        (spotty rings of few crystals, azimuthally varying background), while the
+        geometry, widths and modulation are shared.
+        """
         X, _ = self.design(th)
         w = self.d.weight
         Xw = X * w[:, None]
         yw = self.d.y * w
-        # normal equations with column scaling (much faster than an SVD for tall X)
-        norm = np.sqrt(np.einsum("ij,ij->j", Xw, Xw)) + 1e-300
-        Xn = Xw / norm
-        A = Xn.T @ Xn + 1e-12 * np.eye(Xn.shape[1])
-        try:
-            coef = np.linalg.solve(A, Xn.T @ yw) / norm
-        except np.linalg.LinAlgError:
-            coef = np.linalg.lstsq(Xw, yw, rcond=None)[0]
-        return yw - Xw @ coef, coef, X
+        c = X.shape[1]
+        coef = np.zeros((self.d.n_sectors, c))
+        fitted = np.zeros_like(yw)
+        for k, sl in enumerate(self.d.sector_slices):
+            if sl.stop <= sl.start:
+                continue
+            Xk, yk = Xw[sl], yw[sl]
+            norm = np.sqrt(np.einsum("ij,ij->j", Xk, Xk))
+            live = norm > 1e-12 * max(float(norm.max()), 1e-300)
+            Xn = Xk[:, live] / norm[live]
+            A = Xn.T @ Xn + 1e-10 * np.eye(Xn.shape[1])
+            try:
+                ck = np.linalg.solve(A, Xn.T @ yk) / norm[live]
+            except np.linalg.LinAlgError:
+                ck = np.linalg.lstsq(Xk[:, live], yk, rcond=None)[0]
+            coef[k, live] = ck
+            fitted[sl] = Xk[:, live] @ ck
+        return yw - fitted, coef, X
 
     def residual(self, th: np.ndarray) -> np.ndarray:
         return self.solve(th)[0]
@@ -586,7 +647,9 @@ def _collect(
     c = n // 2
     keep[c - 2 : c + 3, :] = False  # the tile-edge cross, whatever the window leaves
     keep[:, c - 2 : c + 3] = False
-    u = unfold_spectrum(spec, max_frequency=fmax, min_frequency=fmin, keep=keep)
+    u = unfold_spectrum(
+        spec, max_frequency=fmax, min_frequency=fmin, keep=keep, min_alias_base_frequency=0.06
+    )
     if u.values.size == 0:
         return None
     s = np.hypot(W[0, 0] * u.qx + W[0, 1] * u.qy, W[1, 0] * u.qx + W[1, 1] * u.qy)
@@ -618,15 +681,21 @@ def _collect(
             level[sel] = np.median(mv[sel])
     weight = np.sqrt(cnt) / np.maximum(level, 1e-30)
     ring_idx = sorted(j for _, _, js in segs for j in js)
+    n_amp = max(1, n_sectors // 2)
+    phi = np.arctan2(my, mx)
+    sector = np.minimum(((phi + np.pi) / (2 * np.pi) * n_amp).astype(np.int64), n_amp - 1)
+    order = np.argsort(sector, kind="stable")
     return _FitData(
-        qx=mx,
-        qy=my,
-        y=mv,
-        count=cnt,
-        weight=weight,
-        seg=bseg,
+        qx=mx[order],
+        qy=my[order],
+        y=mv[order],
+        count=cnt[order],
+        weight=weight[order],
+        seg=bseg[order],
         seg_range=[(lo, hi) for lo, hi, _ in segs],
         ring_idx=ring_idx,
+        sector=sector[order],
+        n_sectors=n_amp,
     )
 
 
@@ -839,7 +908,9 @@ def _initial_rings(
     """
     n = spec.shape[0]
     fmax = min(_MAX_UNFOLDED_F, float(radii.max()) * pb * 1.12)
-    u = unfold_spectrum(spec, max_frequency=fmax, min_frequency=4.0 / n)
+    u = unfold_spectrum(
+        spec, max_frequency=fmax, min_frequency=4.0 / n, min_alias_base_frequency=0.06
+    )
     r, v, c = calculate_radial_profile(
         np.hypot(u.qx, u.qy) / pb, u.values, bin_width=0.5 / (n * pb)
     )
@@ -887,16 +958,6 @@ def _initial_rings(
     return out
 
 
-def _amplitude_snr(model: _RingModel, th: np.ndarray) -> np.ndarray:
-    resid, coef, X = model.solve(th)
-    Xw = X * model.d.weight[:, None]
-    dof = max(1, resid.size - X.shape[1] - th.size)
-    s2 = float(resid @ resid) / dof
-    cov = np.linalg.pinv(Xw.T @ Xw) * s2
-    se = np.sqrt(np.maximum(np.diag(cov)[: model.nr], 1e-300))
-    return np.asarray(coef[: model.nr] / se)
-
-
 def _fit_ctf(model: _RingModel, th_base: np.ndarray, nr: int) -> optimize.OptimizeResult | None:
     """Fit with the CTF modulation from a grid of starting phase slopes."""
     lo, hi = _bounds(nr, True)
@@ -907,12 +968,13 @@ def _fit_ctf(model: _RingModel, th_base: np.ndarray, nr: int) -> optimize.Optimi
     span = float(u.max() - u.min())
     # phase slopes resolvable by the sampling (a quarter-period per bin at most)
     bin_u = 2.0 * float(np.median(s)) * float(np.median(np.abs(np.diff(np.sort(s))))) + 1e-12
-    a_max = min(math.pi / 4.0 / bin_u, 400.0 / max(span, 1e-6))
-    n_grid = int(min(60, max(8, a_max * span / (math.pi / 3.0))))
+    # physical range: |pi lambda dz| up to ~3500 rad Å² (3 µm at 80 kV)
+    a_max = min(math.pi / 4.0 / bin_u, 3500.0)
+    n_grid = int(min(400, max(8, 2.0 * a_max * span / 0.5)))
     best = None
     base = [*th_base]
     for a in np.linspace(-a_max, a_max, n_grid):
-        for c in (0.0, math.pi / 4.0, math.pi / 2.0, 3.0 * math.pi / 4.0):
+        for c in (0.0, math.pi / 2.0):
             th = np.array([*base, a, 0.0, c, 0.0])
             r = float(np.sum(model.residual(th) ** 2))
             if best is None or r < best[0]:
@@ -964,18 +1026,28 @@ def _finish(
         dt[k] = 1e-6
         g[k] = (_p(res.x + dt) - _p(res.x - dt)) / 2e-6
     se = float(math.sqrt(max(float(g @ cov @ g), 0.0)))
-    # amplitude standard errors from the linear part
+    # ring amplitudes: mean over sectors; standard errors from each sector's linear part
     w = model.d.weight
     Xw = X * w[:, None]
-    try:
-        cov_lin = np.linalg.pinv(Xw.T @ Xw) * s2
-        amp_se = np.sqrt(np.maximum(np.diag(cov_lin)[: len(radii)], 0.0))
-    except np.linalg.LinAlgError:
-        amp_se = np.full(len(radii), np.nan)
+    nr = len(radii)
+    amp_var = np.zeros(nr)
+    n_sec = 0
+    for sl in model.d.sector_slices:
+        if sl.stop <= sl.start:
+            continue
+        n_sec += 1
+        Xk = Xw[sl]
+        try:
+            ck = np.linalg.pinv(Xk.T @ Xk) * s2
+            amp_var += np.maximum(np.diag(ck)[:nr], 0.0)
+        except np.linalg.LinAlgError:
+            amp_var += np.nan
+    amp_mean = coef[:, :nr].sum(axis=0) / max(n_sec, 1)
+    amp_se = np.sqrt(amp_var) / max(n_sec, 1)
     p_iso = geom.pixel_size_A
     ring_fits = []
     for j, hkl in enumerate(hkls):
-        amp = float(coef[j])
+        amp = float(amp_mean[j])
         ring_fits.append(
             RingFit(
                 hkl=_HKL.get(hkl, "".join(map(str, hkl))),
@@ -991,13 +1063,14 @@ def _finish(
         raise CalibrationError(
             "no gold lattice rings found: the fitted rings are not significant (SNR <= 5)"
         )
-    model_vals = X @ coef
+    rows_coef = coef[model.d.sector]
+    model_vals = np.einsum("ij,ij->i", X, rows_coef)
     s = model.s(W)
     diagnostics = {
         "s_per_A": s,
         "data": model.d.y,
         "model": model_vals,
-        "background": X[:, len(radii) :] @ coef[len(radii) :],
+        "background": np.einsum("ij,ij->i", X[:, nr:], rows_coef[:, nr:]),
         "radii_per_A": radii,
         "hkl": [r.hkl for r in ring_fits],
         "W": W,

@@ -61,6 +61,7 @@ def unfold_spectrum(
     max_frequency: float,
     min_frequency: float = 0.0,
     keep: np.ndarray | None = None,
+    min_alias_base_frequency: float = 0.0,
 ) -> UnfoldedSamples:
     """Place every pixel of a centred spectrum at each alias ``q + n`` within a radius band.
 
@@ -73,6 +74,10 @@ def unfold_spectrum(
         (cycles/pixel).
     keep : numpy.ndarray of bool, optional
         Pixels to use, shape ``(n, n)``.
+    min_alias_base_frequency : float
+        Pixels closer than this to zero frequency (cycles/pixel) are not unfolded to
+        aliases ``n != 0`` (their strong low-frequency power would otherwise appear as
+        sharp features at ``|n|`` = 1, sqrt 2, ...).
 
     Returns
     -------
@@ -95,6 +100,8 @@ def unfold_spectrum(
             qy = ky1 + ny
             r = np.hypot(qx, qy)
             m = (r >= min_frequency) & (r < max_frequency)
+            if (nx or ny) and min_alias_base_frequency > 0:
+                m &= np.hypot(kx1, ky1) >= min_alias_base_frequency
             if not m.any():
                 continue
             xs.append(qx[m])
