@@ -43,8 +43,10 @@ def write_section(topic: str, markdown: str) -> Path:
     begin, end = f"<!-- BEGIN {topic} -->", f"<!-- END {topic} -->"
     block = f"{begin}\n{markdown.strip()}\n{end}"
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else (
-        text.rstrip() + "\n\n" + block + "\n"
+    text = (
+        pattern.sub(lambda _: block, text)
+        if pattern.search(text)
+        else (text.rstrip() + "\n\n" + block + "\n")
     )
     DOC.write_text(text)
     return DOC
