@@ -33,7 +33,11 @@ simulate_app = typer.Typer(
 app.add_typer(simulate_app, name="simulate")
 
 #: Command modules, each with ``register(app, simulate_app)``.
-_COMMAND_MODULES = ("temcal.cli.demo", "temcal.cli.pixel_size")
+_COMMAND_MODULES = (
+    "temcal.cli.demo",
+    "temcal.cli.simulate_gold",
+    "temcal.cli.pixel_size",
+)
 
 
 def _version_callback(value: bool) -> None:
