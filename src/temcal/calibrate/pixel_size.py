@@ -738,7 +738,7 @@ def _fit(
         bounds=(lower, upper),
         x_scale="jac",
         method="trf",
-        max_nfev=100,
+        max_nfev=60,
         xtol=1e-10,
         ftol=1e-10,
     )
@@ -871,7 +871,7 @@ def _measure(
         raise CalibrationError("no gold ring falls in the measurable frequency range")
     radii = radii_all[use]
     hk_used = [hkls[int(i)] for i in np.flatnonzero(use)]
-    bin_w = 0.25 / (n * pb)  # a quarter spectrum pixel, in Å⁻¹
+    bin_w = 0.4 / (n * pb)  # 0.4 spectrum pixel, in Å⁻¹
     # stage 1: each ring alone in the isotropic (unfolded) radial profile
     fit1 = _initial_rings(spec, pb, radii)
     strong = np.array([f is not None and f[3] > 3.0 for f in fit1])
