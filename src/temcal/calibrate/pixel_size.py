@@ -885,7 +885,7 @@ def _measure(
     nr = len(radii)
     s_ref = float(radii[0])
     W1 = np.eye(2) / (scale * pb)
-    half = np.clip(5.0 * wj + 0.012 * radii, 8.0 / (n * pb), 0.1 * radii)
+    half = np.clip(np.maximum(5.0 * wj, 0.05 * radii) + 0.012 * radii, 8.0 / (n * pb), 0.1 * radii)
     data1 = _collect(spec, W1, radii, half, n_sectors=24, bin_width=2 * bin_w)
     if data1 is None:
         raise CalibrationError("gold ring fit failed: too few spectrum samples near the rings")
@@ -901,7 +901,7 @@ def _measure(
     # stage 2: windows from the fitted widths, elliptical binning with the fitted W
     W1 = par["W"]
     wj = np.asarray(par["w"])
-    half = np.clip(np.maximum(5.0 * wj, 0.01 * radii), 6.0 / (n * pb), 0.1 * radii)
+    half = np.clip(np.maximum(5.0 * wj, 0.05 * radii), 6.0 / (n * pb), 0.1 * radii)
     data2 = _collect(spec, W1, radii, half, n_sectors=36, bin_width=bin_w)
     if data2 is None:
         raise CalibrationError("gold ring fit failed: too few spectrum samples near the rings")
