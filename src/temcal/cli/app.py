@@ -41,6 +41,8 @@ _COMMAND_MODULES = (
     "temcal.cli.cs_tilt",
     "temcal.cli.simulate_tilt",
     "temcal.cli.plan_tilt",
+    "temcal.cli.simulate_gold",
+    "temcal.cli.pixel_size",
 )
 
 

@@ -21,6 +21,7 @@ __all__ = ["DEMO_MODULES", "DemoLine", "run_demo"]
 DEMO_MODULES: tuple[str, ...] = (
     "diffraction",
     "cs_tilt",
+    "pixel_size",
 )
 
 
