@@ -19,9 +19,9 @@ __all__ = ["DEMO_MODULES", "DemoLine", "run_demo"]
 
 #: Topic modules, run in this order.
 DEMO_MODULES: tuple[str, ...] = (
-    "diffraction",
-    "cs_tilt",
     "pixel_size",
+    "cs_tilt",
+    "diffraction",
 )
 
 
