@@ -10,6 +10,7 @@ import typer
 from temcal.cli._common import cli_errors, err_console, out_console
 
 DEFAULT_DEMO_DIR = Path("temcal-demo")
+_ABSOLUTE_UNITS = {"%", "deg", "px", "°"}
 
 
 def register(app: typer.Typer, simulate_app: typer.Typer) -> None:
@@ -44,7 +45,11 @@ def demo(
         table.add_column(col, justify="right" if col not in ("topic", "quantity") else "left")
     for ln in lines:
         ci = f"± {ln.ci95:.4g}" if ln.ci95 is not None else "-"
-        err = f"{ln.error_percent:+.3f} %" if ln.truth != 0 else f"{ln.measured - ln.truth:+.3g}"
+        if ln.unit in _ABSOLUTE_UNITS or ln.truth == 0:
+            # angles, percentages and pixel positions: the difference, in their own unit
+            err = f"{ln.measured - ln.truth:+.3g} {ln.unit}"
+        else:
+            err = f"{ln.error_percent:+.3f} %"
         table.add_row(
             ln.topic, f"{ln.quantity} ({ln.unit})", f"{ln.measured:.5g}", ci, f"{ln.truth:.5g}", err
         )
