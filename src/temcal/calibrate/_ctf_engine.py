@@ -158,6 +158,9 @@ class Band:
     basis: np.ndarray  # (n_bins, q)
     n_bins: int
     counts: np.ndarray
+    bt_d: np.ndarray  # basis^T (per-bin sums of d)
+    dd: float  # sum of d^2
+    h11: np.ndarray  # basis^T diag(counts) basis
 
 
 def make_band(prep: PreparedSpectrum, r_lo: float, r_hi: float, degree: int = 5) -> Band:
@@ -173,7 +176,17 @@ def make_band(prep: PreparedSpectrum, r_lo: float, r_hi: float, degree: int = 5)
     t = (centres - centres[0]) / max(centres[-1] - centres[0], 1e-9) * 2.0 - 1.0
     basis = np.polynomial.legendre.legvander(t, degree)
     counts = np.bincount(bins, minlength=nb).astype(float)
-    return Band(sl=sl, bin_index=bins, basis=basis, n_bins=nb, counts=counts)
+    d = prep.pixels.values[sl]
+    return Band(
+        sl=sl,
+        bin_index=bins,
+        basis=basis,
+        n_bins=nb,
+        counts=counts,
+        bt_d=basis.T @ np.bincount(bins, weights=d, minlength=nb),
+        dd=float(d @ d),
+        h11=basis.T @ (counts[:, None] * basis),
+    )
 
 
 def chi_of(prep: PreparedSpectrum, sl: slice, theta: np.ndarray, cs_mm: float) -> np.ndarray:
@@ -198,19 +211,18 @@ def solve_linear(
     nb = band.n_bins
     s1 = np.bincount(idx, weights=s, minlength=nb)
     s2 = np.bincount(idx, weights=s * s, minlength=nb)
-    dd = np.bincount(idx, weights=d, minlength=nb)
     ds = np.bincount(idx, weights=d * s, minlength=nb)
     bmat = band.basis
     q = bmat.shape[1]
     h = np.empty((2 * q, 2 * q))
-    h[:q, :q] = bmat.T @ (band.counts[:, None] * bmat)
+    h[:q, :q] = band.h11
     h[:q, q:] = bmat.T @ (s1[:, None] * bmat)
     h[q:, :q] = h[:q, q:].T
     h[q:, q:] = bmat.T @ (s2[:, None] * bmat)
-    g = np.concatenate([bmat.T @ dd, bmat.T @ ds])
+    g = np.concatenate([band.bt_d, bmat.T @ ds])
     h += np.eye(2 * q) * (1e-10 * np.trace(h) / (2 * q))
     c = np.linalg.solve(h, g)
-    rss = float(d @ d - g @ c)
+    rss = float(band.dd - g @ c)
     return max(rss, 0.0), bmat @ c[:q], bmat @ c[q:]
 
 
@@ -525,3 +537,42 @@ def fit_resolution_px(
     if last < 0:
         return math.nan, 0
     return float(rm[last]), n_good
+
+
+def equivalent_profile(
+    prep: PreparedSpectrum, theta: np.ndarray, cs_mm: float, band: Band, n_bins: int = 300
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Astigmatism-corrected radial profile of data and model.
+
+    Each pixel is moved to the frequency ``k_eq`` at which the non-astigmatic CTF with
+    the mean defocus has the same phase, then data minus fitted background and the fitted
+    ``a sin^2`` are averaged in bins of ``k_eq``. Returns ``(k_eq_per_A, data, model)``.
+    """
+    sl = band.sl
+    x = chi_of(prep, sl, theta, cs_mm)
+    s = np.sin(x) ** 2
+    _, b_bins, a_bins = solve_linear(prep, band, s)
+    d = prep.pixels.values[sl] - b_bins[band.bin_index]
+    mdl = a_bins[band.bin_index] * s
+    lam = prep.wavelength_A
+    k2 = prep.k2[sl]
+    dz = theta[0] + theta[1] * prep.cos2[sl] + theta[2] * prep.sin2[sl]
+    c4 = 0.5 * cs_mm * CS_SCALE * lam**2
+    target = dz * k2 - c4 * k2 * k2  # chi / (pi lam) without the constant terms
+    m = theta[0]
+    if abs(c4) > 0:
+        disc = m * m - 4.0 * c4 * target
+        with np.errstate(invalid="ignore"):
+            keq2 = np.where(disc >= 0, (m - np.sqrt(np.maximum(disc, 0.0))) / (2 * c4), k2)
+    else:
+        keq2 = target / m if m else k2
+    keq = np.sqrt(np.clip(keq2, 0.0, None))
+    edges = np.linspace(float(np.sqrt(k2.min())), float(np.sqrt(k2.max())), n_bins + 1)
+    idx = np.clip(np.searchsorted(edges, keq) - 1, 0, n_bins - 1)
+    cnt = np.bincount(idx, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dm = np.bincount(idx, weights=d, minlength=n_bins) / cnt
+        mm = np.bincount(idx, weights=mdl, minlength=n_bins) / cnt
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    ok = cnt > 0
+    return centres[ok], dm[ok], mm[ok]

@@ -24,7 +24,7 @@ Conventions: defocus positive for underfocus (Å), ``defocus_u_A >= defocus_v_A`
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -75,6 +75,9 @@ class CTFFit:
         Spectrum pixels in the final fit.
     method : str
         Short description.
+    profile : tuple of numpy.ndarray or None
+        Astigmatism-corrected radial profile ``(k_per_A, data, model)`` of the
+        background-subtracted spectrum and the fitted Thon-ring model (for plots).
     """
 
     defocus_u_A: float
@@ -92,6 +95,9 @@ class CTFFit:
     defocus_se_A: float
     n_pixels: int
     method: str = "sector search + 2-D Levenberg-Marquardt on the background-normalised spectrum"
+    profile: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def defocus_mean_A(self) -> float:
@@ -301,7 +307,7 @@ def finish_fit(
     fit_phase_shift: bool,
 ) -> tuple[CTFFit, np.ndarray]:
     """Build a :class:`CTFFit` (and check that Thon rings were found)."""
-    from temcal.calibrate._ctf_engine import Band, chi_of, solve_linear
+    from temcal.calibrate._ctf_engine import Band, chi_of, equivalent_profile, solve_linear
 
     assert isinstance(band, Band)
     theta = theta.copy()
@@ -338,5 +344,6 @@ def finish_fit(
         band_A=(1.0 / prep.px_to_per_A(prep.r_min_px), 1.0 / prep.px_to_per_A(prep.r_max_px)),
         defocus_se_A=float(se),
         n_pixels=int(n_pix),
+        profile=equivalent_profile(prep, theta, cs_mm, band),
     )
     return fit, theta
