@@ -93,7 +93,8 @@ def prepare_spectrum(
     n = spec.tile_size
     r_min = max(n * pixel_size_A / low_res_A, 4.0)
     r_nyq = 0.5 * n
-    r_max = 0.96 * r_nyq if high_res_A is None else n * pixel_size_A / high_res_A
+    # default 0.8 Nyquist: detector aliasing folds rings from beyond Nyquist back near it
+    r_max = 0.8 * r_nyq if high_res_A is None else n * pixel_size_A / high_res_A
     if high_res_A is not None and high_res_A < 2.0 * pixel_size_A:
         raise InputError(
             f"high-resolution limit {high_res_A} Å is beyond Nyquist ({2 * pixel_size_A} Å)"

@@ -200,7 +200,8 @@ def fit_ctf(
         Fit an additional phase shift (phase plate) in [0, 180) degrees.
     resolution_range_A : tuple, optional
         ``(low, high)`` resolution limits in Å; ``high=None`` (default) fits out to
-        0.96 Nyquist. Default low limit 30 Å.
+        0.8 Nyquist (rings aliased by the detector from beyond Nyquist bias fits near
+        it). Default low limit 30 Å.
     defocus_search_A : tuple of float
         Range of the coarse search over defocus (Å, underfocus positive).
     allow_focus_crossing : bool
