@@ -61,11 +61,11 @@ class PreparedSpectrum:
 
 
 def default_tile_size(shape: tuple[int, int]) -> int:
-    """Tile side for the Welch spectrum: 512 for large images, else half the image."""
+    """Tile side for the Welch spectrum: 512 (the Thon rings of a few µm defocus need it)."""
     m = min(shape)
-    if m >= 1024:
+    if m >= 512:
         return 512
-    return max(64, 1 << (m.bit_length() - 2))
+    return max(64, 1 << (m.bit_length() - 1))
 
 
 def prepare_spectrum(
@@ -577,3 +577,27 @@ def equivalent_profile(
     centres = 0.5 * (edges[1:] + edges[:-1])
     ok = cnt > 0
     return centres[ok], dm[ok], mm[ok]
+
+
+def sampling_limit_px(
+    prep: PreparedSpectrum, theta: np.ndarray, cs_mm: float, min_period_px: float = 3.0
+) -> float:
+    """Largest radius (px) where the Thon rings are still sampled by ``min_period_px``.
+
+    The local ring period is ``pi / |d chi / d r|`` (spectrum pixels), evaluated for the
+    largest absolute principal defocus; beyond the returned radius the rings are too
+    fine for the spectrum's sampling (and the window blurs them out).
+    """
+    n = prep.pixels.tile_size
+    r = np.arange(1.0, 0.5 * n)
+    k = r / (n * prep.pixel_size_A)
+    lam = prep.wavelength_A
+    half = math.hypot(theta[1], theta[2])
+    dchi_dk = [
+        np.abs(2 * math.pi * lam * dz * k - 2 * math.pi * cs_mm * CS_SCALE * lam**3 * k**3)
+        for dz in (theta[0] + half, theta[0] - half)
+    ]
+    dchi_dr = np.maximum(*dchi_dk) / (n * prep.pixel_size_A)
+    period = math.pi / np.maximum(dchi_dr, 1e-12)
+    bad = np.nonzero(period < min_period_px)[0]
+    return float(r[bad[0]]) if bad.size else float(r[-1])

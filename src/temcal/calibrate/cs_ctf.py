@@ -37,6 +37,7 @@ from temcal.calibrate._ctf_engine import (
     make_band,
     refine,
     rescale_pixel,
+    sampling_limit_px,
 )
 from temcal.calibrate.ctf_fit import (
     CTFFit,
@@ -418,8 +419,9 @@ def _joint_fit(
     # bands out to each micrograph's fit resolution (with a margin)
     bands = []
     for prep, th in zip(preps, thetas, strict=True):
-        r_fit, _ = fit_resolution_px(prep, th, cs0, prep.r_max_px)
-        r_hi = prep.r_max_px if not math.isfinite(r_fit) else min(prep.r_max_px, 1.15 * r_fit)
+        r_lim = min(prep.r_max_px, sampling_limit_px(prep, th, cs0))
+        r_fit, _ = fit_resolution_px(prep, th, cs0, r_lim)
+        r_hi = r_lim if not math.isfinite(r_fit) else min(r_lim, 1.15 * r_fit)
         bands.append(make_band(prep, prep.r_min_px, max(r_hi, prep.r_min_px + 30)))
 
     def profile(cs: float, start: list[np.ndarray]) -> tuple[float, list[np.ndarray]]:

@@ -37,6 +37,7 @@ from temcal.calibrate._ctf_engine import (
     prepare_spectrum,
     refine,
     rss_of,
+    sampling_limit_px,
     theta_to_defocus,
 )
 from temcal.errors import CalibrationError, InputError
@@ -209,7 +210,7 @@ def fit_ctf(
         so that strongly astigmatic spectra whose principal defoci have opposite signs
         are fitted (``defocus_v_A`` is then negative).
     tile_size, overlap : optional
-        Welch tile size (default 512 for images of 1024 pixels or more) and overlap
+        Welch tile size (default 512, or the largest power of two that fits) and overlap
         (default 0 for images of 2048 pixels or more, else 0.5).
 
     Returns
@@ -262,7 +263,6 @@ def fit_ctf_prepared(
     his = [r_coarse]
     if prep.r_max_px > 1.2 * r_coarse:
         his.append(prep.r_max_px)
-    band = make_band(prep, prep.r_min_px, prep.r_max_px)
     if start_theta is None:
         phases = np.radians(np.arange(0.0, 180.0, 15.0)) if fit_phase_shift else np.zeros(1)
         starts = [
@@ -291,6 +291,9 @@ def fit_ctf_prepared(
     cands.sort(key=lambda c: c[0])
     best: tuple[float, np.ndarray, np.ndarray | None] | None = None
     for _, th in cands[:1]:
+        # stop where the rings become too fine for the spectrum's sampling
+        r_hi = min(prep.r_max_px, max(sampling_limit_px(prep, th, cs_mm), r_coarse))
+        band = make_band(prep, prep.r_min_px, r_hi)
         items, _, rss, inv = refine([Item(prep, band, th.copy())], cs_mm, free=free, cs_free=False)
         best = (rss, items[0].theta, inv)
     assert best is not None
@@ -313,7 +316,9 @@ def finish_fit(
     assert isinstance(band, Band)
     theta = theta.copy()
     theta[3] = theta[3] % math.pi
-    r_fit, n_rings = fit_resolution_px(prep, theta, cs_mm, prep.r_max_px)
+    r_fit, n_rings = fit_resolution_px(
+        prep, theta, cs_mm, min(prep.r_max_px, sampling_limit_px(prep, theta, cs_mm))
+    )
     if n_rings < 2 or not math.isfinite(r_fit):
         raise CalibrationError(
             "no Thon rings found in the power spectrum (an amorphous area with visible "
