@@ -33,7 +33,11 @@ simulate_app = typer.Typer(
 app.add_typer(simulate_app, name="simulate")
 
 #: Command modules, each with ``register(app, simulate_app)``.
-_COMMAND_MODULES = ("temcal.cli.demo", "temcal.cli.ctf")
+_COMMAND_MODULES = (
+    "temcal.cli.demo",
+    "temcal.cli.ctf",
+    "temcal.cli.simulate_gold",
+)
 
 
 def _version_callback(value: bool) -> None:
