@@ -78,8 +78,14 @@ def prepare_spectrum(
     high_res_A: float | None,
     tile_size: int | None,
     overlap: float | None,
+    exclude_A: tuple[float, ...] = (),
+    exclude_width: float = 0.04,
 ) -> PreparedSpectrum:
-    """Power spectrum, background normalisation and annulus pixels."""
+    """Power spectrum, background normalisation and annulus pixels.
+
+    ``exclude_A`` lists resolutions (Å, e.g. gold reflections) whose annuli
+    ``|r / r_ex - 1| < exclude_width`` are left out of the fit.
+    """
     if isinstance(image, PowerSpectrum):
         spec = image
     else:
@@ -107,6 +113,18 @@ def prepare_spectrum(
         )
     normalised = calculate_background_normalised(spec, r_min_px=r_min, r_max_px=r_max)
     pix = select_annulus_pixels(normalised, r_min_px=r_min, r_max_px=r_max)
+    if exclude_A:
+        keep = np.ones(pix.radius_px.size, dtype=bool)
+        for d in exclude_A:
+            r_ex = n * pixel_size_A / d
+            keep &= np.abs(pix.radius_px / r_ex - 1.0) >= exclude_width
+        pix = AnnulusPixels(
+            kx_px=pix.kx_px[keep],
+            ky_px=pix.ky_px[keep],
+            radius_px=pix.radius_px[keep],
+            values=pix.values[keep],
+            tile_size=n,
+        )
     scale = 1.0 / pixel_size_A
     kx = pix.kx_px * scale
     ky = pix.ky_px * scale
@@ -580,7 +598,7 @@ def equivalent_profile(
 
 
 def sampling_limit_px(
-    prep: PreparedSpectrum, theta: np.ndarray, cs_mm: float, min_period_px: float = 3.0
+    prep: PreparedSpectrum, theta: np.ndarray, cs_mm: float, min_period_px: float = 2.5
 ) -> float:
     """Largest radius (px) where the Thon rings are still sampled by ``min_period_px``.
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -44,13 +45,19 @@ from temcal.calibrate.ctf_fit import (
     _check_common,
     finish_fit,
     fit_ctf_prepared,
-    prepare_ctf_spectrum,
+    prepare_and_fit,
 )
 from temcal.errors import CalibrationError, InputError
 from temcal.physics.wavelength import calculate_wavelength_A, check_voltage_kV
 from temcal.spectra.power import PowerSpectrum
 
-__all__ = ["CsCtfResult", "cs_voltage_sensitivity", "fit_cs_ctf", "refit_cs_with_pixel_size"]
+__all__ = [
+    "CsCtfResult",
+    "cs_voltage_sensitivity",
+    "fit_cs_ctf",
+    "pixel_sizes_from_gold",
+    "refit_cs_with_pixel_size",
+]
 
 
 @dataclass(frozen=True)
@@ -172,6 +179,46 @@ def cs_voltage_sensitivity(voltage_kV: float) -> float:
     return 3.0 * abs(dl / (2 * h))
 
 
+def pixel_sizes_from_gold(
+    micrographs: Sequence[np.ndarray],
+    *,
+    voltage_kV: float,
+    temperature_K: float | None = None,
+    lattice_constant_A: float | None = None,
+    files: Sequence[str] | None = None,
+) -> tuple[list[float], list[float]]:
+    """Each micrograph's pixel size (Å) and its 95 % half-width from its gold rings.
+
+    Uses the pixel-size calibration (:func:`temcal.calibrate.pixel_size.measure_gold_rings`).
+    """
+    import importlib
+
+    try:
+        pixel_mod: Any = importlib.import_module("temcal.calibrate.pixel_size")
+    except ImportError:
+        raise InputError(
+            "pixel sizes from gold need temcal.calibrate.pixel_size, which this build lacks; "
+            "give the pixel size instead"
+        ) from None
+    sizes: list[float] = []
+    cis: list[float] = []
+    for i, img in enumerate(micrographs):
+        name = files[i] if files is not None else f"#{i}"
+        try:
+            res = pixel_mod.measure_gold_rings(
+                img,
+                temperature_K=temperature_K,
+                lattice_constant_A=lattice_constant_A,
+                voltage_kV=voltage_kV,
+            )
+        except CalibrationError as exc:
+            raise CalibrationError(f"{name}: gold rings: {exc}") from None
+        sizes.append(float(res.pixel_size_A))
+        se = float(getattr(res, "pixel_size_se_A", 0.0))
+        cis.append(1.96 * se if math.isfinite(se) else 0.0)
+    return sizes, cis
+
+
 def _as_list(x: float | Sequence[float] | None, n: int, name: str) -> list[float] | None:
     if x is None:
         return None
@@ -186,7 +233,8 @@ def _as_list(x: float | Sequence[float] | None, n: int, name: str) -> list[float
 def fit_cs_ctf(
     micrographs: Sequence[np.ndarray | PowerSpectrum],
     *,
-    pixel_size_A: float | Sequence[float],
+    pixel_size_A: float | Sequence[float] | None = None,
+    pixel_from_gold: bool = False,
     voltage_kV: float,
     amplitude_contrast: float = 0.07,
     cs_nominal_mm: float | None = None,
@@ -200,6 +248,9 @@ def fit_cs_ctf(
     files: Sequence[str] | None = None,
     tile_size: int | None = None,
     overlap: float | None = None,
+    exclude_resolutions_A: tuple[float, ...] = (),
+    gold_temperature_K: float | None = None,
+    gold_lattice_constant_A: float | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> CsCtfResult:
     """Fit one Cs shared by a defocus series, with per-micrograph defocus and astigmatism.
@@ -210,7 +261,12 @@ def fit_cs_ctf(
         At least two micrographs (same shape) at different defoci, or their spectra.
     pixel_size_A : float or sequence of float
         Pixel size (Å), one for all or one per micrograph (e.g. measured from gold in
-        each micrograph).
+        each micrograph). Exactly one of ``pixel_size_A`` and ``pixel_from_gold``.
+    pixel_from_gold : bool
+        Measure each micrograph's pixel size from its gold rings
+        (:func:`temcal.calibrate.pixel_size.measure_gold_rings`), use it in that
+        micrograph's CTF fit (gold reflections excluded from the fit), take the pixel-size
+        interval from the gold fits and report the magnification change per µm of defocus.
     voltage_kV : float
         Accelerating voltage (kV).
     amplitude_contrast : float
@@ -237,6 +293,10 @@ def fit_cs_ctf(
         Names of the micrographs (for the result).
     tile_size, overlap : optional
         Welch spectrum options (see :func:`temcal.calibrate.ctf_fit.fit_ctf`).
+    exclude_resolutions_A : tuple of float
+        Resolutions (Å) left out of the CTF fits (e.g. gold reflections).
+    gold_temperature_K, gold_lattice_constant_A : float, optional
+        Gold lattice model for ``pixel_from_gold``.
     progress : callable, optional
         Called with 1 after each micrograph's first fit.
 
@@ -263,6 +323,26 @@ def fit_cs_ctf(
     }
     if len(shapes) != 1:
         raise InputError(f"micrographs have different sizes {sorted(shapes)}; give one size")
+    if (pixel_size_A is None) == (not pixel_from_gold):
+        raise InputError("give exactly one of pixel_size_A and pixel_from_gold")
+    if pixel_from_gold:
+        from temcal.calibrate.ctf_fit import gold_exclusions_A
+
+        if any(isinstance(m, PowerSpectrum) for m in micrographs):
+            raise InputError("pixel_from_gold needs the micrographs, not their spectra")
+        shapes_g = {np.asarray(m).shape for m in micrographs}
+        if len(shapes_g) != 1:
+            raise InputError(f"micrographs have different sizes {sorted(shapes_g)}; give one size")
+        pixel_size_A, pixel_size_ci95_A = pixel_sizes_from_gold(
+            micrographs,  # type: ignore[arg-type]
+            voltage_kV=voltage_kV,
+            temperature_K=gold_temperature_K,
+            lattice_constant_A=gold_lattice_constant_A,
+            files=files,
+        )
+        exclude_resolutions_A = tuple(exclude_resolutions_A) + gold_exclusions_A(
+            gold_lattice_constant_A or 4.0782
+        )
     pix = _as_list(pixel_size_A, n, "pixel_size_A")
     assert pix is not None
     for p in pix:
@@ -287,21 +367,19 @@ def fit_cs_ctf(
     thetas: list[np.ndarray] = []
     free = [0, 1, 2, 3] if fit_phase_shift else [0, 1, 2]
     for i, m in enumerate(micrographs):
-        prep = prepare_ctf_spectrum(
-            m,
-            pixel_size_A=pix[i],
-            voltage_kV=voltage_kV,
-            amplitude_contrast=amplitude_contrast,
-            resolution_range_A=resolution_range_A,
-            tile_size=tile_size,
-            overlap=overlap,
-        )
         try:
-            _, th = fit_ctf_prepared(
-                prep,
+            prep, _, th = prepare_and_fit(
+                m,
+                pixel_size_A=pix[i],
+                voltage_kV=voltage_kV,
                 cs_mm=cs0,
+                amplitude_contrast=amplitude_contrast,
                 fit_phase_shift=fit_phase_shift,
+                resolution_range_A=resolution_range_A,
                 defocus_search_A=defocus_search_A,
+                tile_size=tile_size,
+                overlap=overlap,
+                exclude_resolutions_A=exclude_resolutions_A,
             )
         except CalibrationError as exc:
             raise CalibrationError(f"{names[i]}: {exc}") from None

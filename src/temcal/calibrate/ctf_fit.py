@@ -44,7 +44,14 @@ from temcal.errors import CalibrationError, InputError
 from temcal.physics.wavelength import check_voltage_kV
 from temcal.spectra.power import PowerSpectrum
 
-__all__ = ["CTFFit", "fit_ctf", "fit_ctf_prepared", "prepare_ctf_spectrum"]
+__all__ = [
+    "CTFFit",
+    "fit_ctf",
+    "fit_ctf_prepared",
+    "gold_exclusions_A",
+    "prepare_and_fit",
+    "prepare_ctf_spectrum",
+]
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,13 @@ class CTFFit:
         }
 
 
+def gold_exclusions_A(lattice_constant: float = 4.0782) -> tuple[float, ...]:
+    """d-spacings (Å) of the gold reflections, to exclude from a CTF fit."""
+    from temcal.physics.gold import GOLD_REFLECTIONS, d_spacing_A
+
+    return tuple(d_spacing_A(hkl, lattice_constant) for hkl in GOLD_REFLECTIONS)
+
+
 def _check_common(pixel_size_A: float, voltage_kV: float, cs_mm: float, amp: float) -> None:
     check_voltage_kV(voltage_kV)
     if not (math.isfinite(pixel_size_A) and 0.05 <= pixel_size_A <= 100.0):
@@ -148,6 +162,7 @@ def prepare_ctf_spectrum(
     resolution_range_A: tuple[float, float | None] | None = None,
     tile_size: int | None = None,
     overlap: float | None = None,
+    exclude_resolutions_A: tuple[float, ...] = (),
 ) -> PreparedSpectrum:
     """Power spectrum and normalisation of one micrograph, ready for (joint) fits.
 
@@ -166,6 +181,7 @@ def prepare_ctf_spectrum(
         high_res_A=None if high is None else float(high),
         tile_size=tile_size,
         overlap=overlap,
+        exclude_A=tuple(float(d) for d in exclude_resolutions_A),
     )
 
 
@@ -182,6 +198,7 @@ def fit_ctf(
     allow_focus_crossing: bool = False,
     tile_size: int | None = None,
     overlap: float | None = None,
+    exclude_resolutions_A: tuple[float, ...] = (),
 ) -> CTFFit:
     """Fit defocus, astigmatism (and a phase shift) to a micrograph's Thon rings.
 
@@ -212,6 +229,9 @@ def fit_ctf(
     tile_size, overlap : optional
         Welch tile size (default 512, or the largest power of two that fits) and overlap
         (default 0 for images of 2048 pixels or more, else 0.5).
+    exclude_resolutions_A : tuple of float
+        Resolutions (Å) whose annuli (±4 %) are left out, e.g. gold reflections
+        (:func:`gold_exclusions_A`).
 
     Returns
     -------
@@ -224,23 +244,75 @@ def fit_ctf(
         If no Thon rings fit (blank or ring-less spectrum).
     """
     _check_common(pixel_size_A, voltage_kV, cs_mm, amplitude_contrast)
-    prep = prepare_ctf_spectrum(
+    _, fit, _ = prepare_and_fit(
         image_or_spectrum,
+        pixel_size_A=pixel_size_A,
+        voltage_kV=voltage_kV,
+        cs_mm=cs_mm,
+        amplitude_contrast=amplitude_contrast,
+        fit_phase_shift=fit_phase_shift,
+        resolution_range_A=resolution_range_A,
+        defocus_search_A=defocus_search_A,
+        allow_focus_crossing=allow_focus_crossing,
+        tile_size=tile_size,
+        overlap=overlap,
+        exclude_resolutions_A=exclude_resolutions_A,
+    )
+    return fit
+
+
+def prepare_and_fit(
+    image_or_spectrum: np.ndarray | PowerSpectrum,
+    *,
+    pixel_size_A: float,
+    voltage_kV: float,
+    cs_mm: float,
+    amplitude_contrast: float = 0.07,
+    fit_phase_shift: bool = False,
+    resolution_range_A: tuple[float, float | None] | None = None,
+    defocus_search_A: tuple[float, float] = (2000.0, 60000.0),
+    allow_focus_crossing: bool = False,
+    tile_size: int | None = None,
+    overlap: float | None = None,
+    exclude_resolutions_A: tuple[float, ...] = (),
+) -> tuple[PreparedSpectrum, CTFFit, np.ndarray]:
+    """Prepare the spectrum and fit it (the engine of :func:`fit_ctf`).
+
+    With the default tile, a larger tile (up to 2048) is used when the fitted defocus
+    makes the Thon rings too fine for the 512-pixel tile's sampling.
+    Returns the prepared spectrum, the fit and the internal parameters.
+    """
+    kw = dict(
         pixel_size_A=pixel_size_A,
         voltage_kV=voltage_kV,
         amplitude_contrast=amplitude_contrast,
         resolution_range_A=resolution_range_A,
-        tile_size=tile_size,
         overlap=overlap,
+        exclude_resolutions_A=exclude_resolutions_A,
     )
-    fit, _ = fit_ctf_prepared(
+    prep = prepare_ctf_spectrum(image_or_spectrum, tile_size=tile_size, **kw)  # type: ignore[arg-type]
+    fit, theta = fit_ctf_prepared(
         prep,
         cs_mm=cs_mm,
         fit_phase_shift=fit_phase_shift,
         defocus_search_A=defocus_search_A,
         allow_focus_crossing=allow_focus_crossing,
     )
-    return fit
+    if tile_size is not None or isinstance(image_or_spectrum, PowerSpectrum):
+        return prep, fit, theta
+    side = min(np.shape(image_or_spectrum))
+    n = prep.pixels.tile_size
+    while sampling_limit_px(prep, theta, cs_mm) < 0.95 * prep.r_max_px and 2 * n <= min(side, 2048):
+        n *= 2
+        prep2 = prepare_ctf_spectrum(image_or_spectrum, tile_size=n, **kw)  # type: ignore[arg-type]
+        try:
+            fit2, theta2 = fit_ctf_prepared(
+                prep2, cs_mm=cs_mm, fit_phase_shift=fit_phase_shift, start_theta=theta
+            )
+        except CalibrationError:
+            break
+        prep, fit, theta = prep2, fit2, theta2
+    return prep, fit, theta
 
 
 def fit_ctf_prepared(

@@ -163,6 +163,10 @@ def cs_ctf(
             "--pixel-from-gold", help="Measure each micrograph's pixel size from its gold rings."
         ),
     ] = False,
+    gold_temperature: Annotated[
+        float | None,
+        typer.Option("--gold-temperature", help="Gold temperature (K) for its lattice constant."),
+    ] = None,
     pixel_size_ci95: Annotated[
         float | None,
         typer.Option(
@@ -210,22 +214,22 @@ def cs_ctf(
     if len(shapes) != 1:
         raise InputError(f"micrographs have different sizes {sorted(shapes)}; give one size")
     headers = [im.pixel_size_A for im in images if im.pixel_size_A is not None]
-    if len(headers) == len(images) and max(headers) / min(headers) > 1.005:
+    if not pixel_from_gold and len(headers) == len(images) and max(headers) / min(headers) > 1.005:
         raise InputError(
             f"the micrographs' headers give different pixel sizes ({min(headers):.4g}-"
             f"{max(headers):.4g} Å): mixed magnifications cannot share a Cs fit"
         )
-    pix: float | list[float]
-    pix_ci: float | list[float] | None
-    if pixel_from_gold:
-        pix, pix_ci = _pixel_sizes_from_gold([im.data for im in images], micrographs, voltage)
-    else:
+    pix: float | list[float] | None = None
+    pix_ci: float | list[float] | None = None
+    if not pixel_from_gold:
         assert pixel_size is not None
         pix, pix_ci = pixel_size, pixel_size_ci95
     with progress_bar("fitting CTF", len(images)) as advance:
         result = fit_cs_ctf(
             [im.data for im in images],
             pixel_size_A=pix,
+            pixel_from_gold=pixel_from_gold,
+            gold_temperature_K=gold_temperature,
             pixel_size_ci95_A=pix_ci,
             voltage_kV=voltage,
             amplitude_contrast=amplitude_contrast,
@@ -242,29 +246,6 @@ def cs_ctf(
     if json_path is not None:
         write_json(json_path, result.to_dict(), overwrite=overwrite)
     _print_cs(result)
-
-
-def _pixel_sizes_from_gold(
-    images: list[Any], paths: list[Path], voltage: float
-) -> tuple[list[float], list[float]]:
-    """Each micrograph's pixel size from its gold rings (the pixel-size calibration)."""
-    from temcal.errors import InputError
-
-    try:
-        from temcal.calibrate import pixel_size as pixel_mod  # type: ignore[attr-defined]
-    except ImportError:
-        raise InputError(
-            "--pixel-from-gold needs temcal.calibrate.pixel_size, which this build lacks; "
-            "give --pixel-size"
-        ) from None
-    sizes, cis = [], []
-    for img, path in zip(images, paths, strict=True):
-        res = pixel_mod.estimate_pixel_size([img])
-        sizes.append(float(res.pixel_size_A))
-        ci = getattr(res, "pixel_size_ci95_A", None)
-        cis.append(float(ci) if ci is not None else 0.0)
-        del path
-    return sizes, cis
 
 
 def _print_cs(result: Any) -> None:
