@@ -328,6 +328,9 @@ def simulate_ctf(
         float,
         typer.Option("--mag-change", help="Magnification change (% per µm of defocus)."),
     ] = 0.0,
+    gold_edge: Annotated[
+        bool, typer.Option("--gold-edge", help="Add a gold-foil edge to every micrograph.")
+    ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace files.")] = False,
 ) -> None:
@@ -364,6 +367,7 @@ def simulate_ctf(
         dose_e_per_A2=dose,
         oversample=2 if size <= 2048 else 1,
         magnification_change_percent_per_um=mag_change,
+        gold_edge=gold_edge,
     )
     truth = {
         "cs_mm": cs,
