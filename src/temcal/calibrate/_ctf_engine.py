@@ -61,8 +61,10 @@ class PreparedSpectrum:
 
 
 def default_tile_size(shape: tuple[int, int]) -> int:
-    """Tile side for the Welch spectrum: 512 (the Thon rings of a few µm defocus need it)."""
+    """Welch tile side: 1024 from 4096-pixel images, else 512 (or what fits)."""
     m = min(shape)
+    if m >= 4096:
+        return 1024
     if m >= 512:
         return 512
     return max(64, 1 << (m.bit_length() - 1))

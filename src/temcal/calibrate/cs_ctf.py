@@ -200,17 +200,17 @@ def pixel_sizes_from_gold(
             "pixel sizes from gold need temcal.calibrate.pixel_size, which this build lacks; "
             "give the pixel size instead"
         ) from None
+    import inspect
+
+    kw: dict[str, Any] = {"temperature_K": temperature_K, "lattice_constant_A": lattice_constant_A}
+    if "voltage_kV" in inspect.signature(pixel_mod.measure_gold_rings).parameters:
+        kw["voltage_kV"] = voltage_kV
     sizes: list[float] = []
     cis: list[float] = []
     for i, img in enumerate(micrographs):
         name = files[i] if files is not None else f"#{i}"
         try:
-            res = pixel_mod.measure_gold_rings(
-                img,
-                temperature_K=temperature_K,
-                lattice_constant_A=lattice_constant_A,
-                voltage_kV=voltage_kV,
-            )
+            res = pixel_mod.measure_gold_rings(img, **kw)
         except CalibrationError as exc:
             raise CalibrationError(f"{name}: gold rings: {exc}") from None
         sizes.append(float(res.pixel_size_A))

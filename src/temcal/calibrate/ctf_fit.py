@@ -227,7 +227,8 @@ def fit_ctf(
         so that strongly astigmatic spectra whose principal defoci have opposite signs
         are fitted (``defocus_v_A`` is then negative).
     tile_size, overlap : optional
-        Welch tile size (default 512, or the largest power of two that fits) and overlap
+        Welch tile size (default 1024 for images of 4096 pixels or more, else 512 or the
+        largest power of two that fits; doubled while the rings are undersampled) and overlap
         (default 0 for images of 2048 pixels or more, else 0.5).
     exclude_resolutions_A : tuple of float
         Resolutions (Å) whose annuli (±4 %) are left out, e.g. gold reflections
@@ -302,7 +303,10 @@ def prepare_and_fit(
         return prep, fit, theta
     side = min(np.shape(image_or_spectrum))
     n = prep.pixels.tile_size
-    while sampling_limit_px(prep, theta, cs_mm) < 0.95 * prep.r_max_px and 2 * n <= min(side, 2048):
+    # a larger tile only while the image still holds at least 2 x 2 of them
+    while sampling_limit_px(prep, theta, cs_mm) < 0.95 * prep.r_max_px and 2 * n <= min(
+        side // 2, 2048
+    ):
         n *= 2
         prep2 = prepare_ctf_spectrum(image_or_spectrum, tile_size=n, **kw)  # type: ignore[arg-type]
         try:
@@ -343,7 +347,8 @@ def fit_ctf_prepared(
             for th in coarse_search(
                 prep,
                 cs_mm=cs_mm,
-                dz_range_A=(lo, hi),
+                # the full-band search rescues small defoci (few rings to 5 Å)
+                dz_range_A=(lo, hi) if r_hi == r_coarse else (lo, min(hi, max(lo + 1, 15000.0))),
                 r_hi_px=r_hi,
                 phases_rad=phases,
                 ellipse_search=r_hi == r_coarse,
