@@ -104,3 +104,40 @@ def test_low_resolution_rings_refused() -> None:
     )
     with pytest.raises(CalibrationError, match="4 Å"):
         fit_cs_ctf(list(s.images), pixel_size_A=1.0, voltage_kV=300)
+
+
+def test_pixel_from_gold_uses_each_micrographs_pixel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-micrograph pixel sizes (here from a stand-in for the gold measurement)."""
+    import sys
+    import types
+
+    s = simulate_ctf_series(
+        n_micrographs=3,
+        shape=(512, 512),
+        pixel_size_A=1.0,
+        voltage_kV=300,
+        cs_mm=2.7,
+        rng=np.random.default_rng(21),
+        defocus_range_A=(4000.0, 12000.0),
+        b_factor_A2=5.0,
+        oversample=1,
+        magnification_change_percent_per_um=2.0,
+    )
+    truth = {id(img): p for img, p in zip(s.images, s.pixel_sizes_A, strict=True)}
+
+    def measure_gold_rings(image: np.ndarray, **kw: object) -> types.SimpleNamespace:
+        return types.SimpleNamespace(pixel_size_A=truth[id(image)], pixel_size_se_A=0.0005)
+
+    fake = types.ModuleType("temcal.calibrate.pixel_size")
+    fake.measure_gold_rings = measure_gold_rings  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "temcal.calibrate.pixel_size", fake)
+    r = fit_cs_ctf(list(s.images), pixel_from_gold=True, voltage_kV=300)
+    assert r.pixel_sizes_A == pytest.approx(s.pixel_sizes_A)
+    assert r.cs_mm == pytest.approx(2.7, rel=0.03)
+    for f, t, p in zip(r.micrographs, s.truths, s.pixel_sizes_A, strict=True):
+        assert f.pixel_size_A == p
+        assert f.defocus_mean_A == pytest.approx(0.5 * (t.defocus_u_A + t.defocus_v_A), rel=2e-3)
+    assert r.magnification_change_percent_per_um == pytest.approx(2.0, abs=0.05)
+    assert r.cs_pixel_ci95_mm > 0
+    with pytest.raises(InputError, match="exactly one"):
+        fit_cs_ctf(list(s.images), pixel_size_A=1.0, pixel_from_gold=True, voltage_kV=300)
