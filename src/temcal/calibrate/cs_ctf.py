@@ -490,6 +490,7 @@ def _joint_fit(
     cs0: float,
     free: list[int],
     cs_range: tuple[float, float],
+    scan_cs: bool = True,
 ) -> tuple[
     float, list[np.ndarray], np.ndarray | None, float, int, tuple[list[float], list[float]], list
 ]:
@@ -522,7 +523,7 @@ def _joint_fit(
     ratio = 1.25
     scan: dict[float, tuple[float, list[np.ndarray]]] = {cs0: profile(cs0, thetas)}
     # walk down and up from cs0 until the summed residual has risen twice
-    for direction in (1.0 / ratio, ratio):
+    for direction in (1.0 / ratio, ratio) if scan_cs else ():
         c_prev, worse = cs0, 0
         best_rss = scan[cs0][0]
         while worse < 2:
@@ -581,5 +582,5 @@ def refit_cs_with_pixel_size(
         )
         thetas.append(th)
     cs0 = result.cs_mm * (float(np.mean(pix)) / result.pixel_size_A) ** 4
-    cs, *_ = _joint_fit(preps, thetas, cs0, free, (0.3, 20.0))
+    cs, *_ = _joint_fit(preps, thetas, cs0, free, (0.3, 20.0), scan_cs=False)
     return cs
