@@ -37,6 +37,7 @@ _COMMAND_MODULES = (
     "temcal.cli.demo",
     "temcal.cli.ctf",
     "temcal.cli.simulate_gold",
+    "temcal.cli.pixel_size",
 )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 __all__ = ["DEMO_MODULES", "DemoLine", "run_demo"]
 
 #: Topic modules, run in this order.
-DEMO_MODULES: tuple[str, ...] = ("cs_ctf",)
+DEMO_MODULES: tuple[str, ...] = ("pixel_size", "cs_ctf")
 
 
 @dataclass(frozen=True)
