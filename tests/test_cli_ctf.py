@@ -159,3 +159,13 @@ def test_cs_ctf_bad_inputs(series_dir: Path, tmp_path: Path, rng: np.random.Gene
         out,
         "Thon rings",
     )
+
+
+def test_cs_ctf_pixel_options(series_dir: Path, tmp_path: Path) -> None:
+    files = [str(series_dir / f"m{i}.mrc") for i in range(2)]
+    out = tmp_path / "g.json"
+    _bad(
+        ["cs-ctf", *files, "--pixel-from-gold", "--pixel-size", "1", "--voltage", "300"],
+        out,
+        "exactly one",
+    )

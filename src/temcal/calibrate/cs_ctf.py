@@ -213,6 +213,10 @@ def pixel_sizes_from_gold(
             res = pixel_mod.measure_gold_rings(img, **kw)
         except CalibrationError as exc:
             raise CalibrationError(f"{name}: gold rings: {exc}") from None
+        except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
+            raise CalibrationError(
+                f"{name}: gold rings could not be measured ({type(exc).__name__}: {exc})"
+            ) from None
         sizes.append(float(res.pixel_size_A))
         se = float(getattr(res, "pixel_size_se_A", 0.0))
         cis.append(1.96 * se if math.isfinite(se) else 0.0)
