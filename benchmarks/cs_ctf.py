@@ -31,6 +31,11 @@ def b_for_rings(d_A: float) -> float:
     return 2.0 * math.log(10.0) * d_A**2
 
 
+def b_sweep(d_A: float) -> float:
+    """Sweep B-factor: power envelope 0.1 at sqrt(2) d (rings then fade near d at 100 e/Å²)."""
+    return math.log(10.0) * d_A**2
+
+
 def angle_err(a: float, b: float) -> float:
     d = (a - b) % 180.0
     return min(d, 180.0 - d)
@@ -47,6 +52,7 @@ def run_series(
     dz=(5000.0, 25000.0),
     dose: float = 40.0,
     astig: float = 600.0,
+    b_factor: float | None = None,
 ):
     s = simulate_ctf_series(
         n_micrographs=n,
@@ -57,7 +63,7 @@ def run_series(
         rng=np.random.default_rng(seed),
         defocus_range_A=dz,
         astigmatism_A=astig,
-        b_factor_A2=b_for_rings(rings_A),
+        b_factor_A2=b_for_rings(rings_A) if b_factor is None else b_factor,
         dose_e_per_A2=dose,
         oversample=1 if size > 2048 else 2,
     )
@@ -179,7 +185,10 @@ def main(quick: bool = False) -> None:
     del s, r
 
     # ---- sweep
-    out.append("### Sweep (1024² micrographs, 0.5–2.5 µm, astigmatism 600 Å, dose 40 e/Å²)")
+    out.append(
+        "### Sweep (1024² micrographs, 0.5–2.5 µm, astigmatism 600 Å, dose 100 e/Å², "
+        "B = ln(10) d² for nominal ring resolution d)"
+    )
     out.append("")
     base = dict(cs=2.7, kv=300.0, n=5, rings_A=3.0)
     cases = [dict(base)]
@@ -192,7 +201,6 @@ def main(quick: bool = False) -> None:
         cases.append({**base, "n": n})
     for rings in (2.5, 3.5, 5.0):
         cases.append({**base, "rings_A": rings})
-    cases.append({**base, "kv": 200.0, "n": 3, "rings_A": 3.5})
     if quick:
         cases = cases[:4]
     rows = []
@@ -205,6 +213,8 @@ def main(quick: bool = False) -> None:
                 rings_A=c["rings_A"],
                 size=1024,
                 seed=100 * i + rep,
+                dose=100.0,
+                b_factor=b_sweep(c["rings_A"]),
             )
             if r is None:
                 rows.append(
