@@ -204,6 +204,7 @@ def main(quick: bool = False) -> None:
     if quick:
         cases = cases[:4]
     rows = []
+    covered = n_fitted = 0
     for i, c in enumerate(cases):
         for rep in range(1 if quick else 2):
             s, r, t_fit, err = run_series(
@@ -233,6 +234,8 @@ def main(quick: bool = False) -> None:
                 )
                 continue
             dz_err, ang = defocus_errors(s, r)
+            n_fitted += 1
+            covered += abs(r.cs_mm - c["cs"]) <= r.cs_ci95_mm
             rows.append(
                 [
                     c["cs"],
@@ -267,10 +270,14 @@ def main(quick: bool = False) -> None:
     )
     out.append("")
     out.append(
-        "Two series (different random specimens, noise and astigmatism azimuths) per case. "
-        "Rings to 5 Å are refused by design (Cs needs rings beyond ~4 Å). "
-        "Weaknesses seen: Cs errors grow for small Cs (the Cs phase at the fitted "
-        "resolution is small) and for few micrographs."
+        "Two series (different random specimens, noise and astigmatism azimuths) per case; "
+        '"rings (Å)" is the nominal envelope resolution, the measured ring reach is the '
+        '"median fit res." column (the 2.5 Å case is capped by the default 0.8-Nyquist limit '
+        f"at 1 Å/px). {covered} of {n_fitted} fitted Cs values lie within their 95 % interval "
+        f"of the truth; {len(rows) - n_fitted} series were refused (rings stop above 4 Å in "
+        "all but one micrograph, or the Cs interval exceeds half of Cs). Weaknesses seen: "
+        "the relative Cs error grows for small Cs (0.5 mm: the Cs phase at 3 Å is only "
+        "0.7 rad) and when the rings stop near 4 Å."
     )
     write_section("cs_ctf", "\n".join(out))
     print("\n".join(out))
