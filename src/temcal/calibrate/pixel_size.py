@@ -11,7 +11,8 @@ Method
    its robust noise. Every candidate pixel size ``p`` on a log grid is scored by this
    profile at the predicted radii ``p / d_hkl`` of all gold reflections at once; the
    gold ratio pattern (sqrt 3 : sqrt 4 : sqrt 8 : sqrt 11 ...) makes the best match
-   unique. A best score that does not stand out from the other candidates raises
+   unique. Each ring's score is its height above its flanks (7-15 % away), so Thon
+   rings and other periodic structure score low. A best score below threshold raises
    :class:`~temcal.errors.CalibrationError` ("no gold lattice rings found").
 3. **Fit.** A model of the 2-D spectrum near all usable rings is fitted by least squares
    to the spectrum samples (alias-unfolded, averaged in small bins of elliptical radius
@@ -26,13 +27,16 @@ Method
    width per ring; ``(R_j / s)^kappa`` is the geometric factor of randomly oriented
    crystallites (the Debye factor of a spherical shell, ``kappa = 1``);
    ``exp(-beta (s - s0))`` is one shared log-slope (atomic scattering factor, envelopes,
-   detector MTF); ``1 - gamma cos 2 chi`` with ``chi = c + a u + b u^2``,
-   ``u = s^2 - s0^2`` is the CTF modulation ``sin^2 chi`` (partially washed out by
-   ``gamma``), shared by all rings; ``B_k`` is a cubic background per group of
-   overlapping rings. Amplitudes and background coefficients are solved linearly
-   inside the nonlinear fit (variable projection). A naive peak position of a broad
-   ring (small grains) is shifted by every factor that varies across it; this model
-   carries those factors explicitly.
+   detector MTF); ``1 - gamma cos 2 chi`` with
+   ``chi = c + pi lambda dz s^2 - pi/2 Cs lambda^3 s^4`` (voltage and Cs given, defocus
+   ``dz`` fitted from a grid) is the CTF modulation ``sin^2 chi`` (partially washed
+   out by ``gamma``), shared by all rings -- optional (``fit_ctf=True``), off by
+   default because on the project's physical simulator it does not yet remove the
+   CTF-induced shift of broad rings (see docs/benchmarks.md); ``B_k`` is a cubic
+   background per group of overlapping rings. Amplitudes and background coefficients
+   are solved linearly inside the nonlinear fit (variable projection). A naive peak
+   position of a broad ring (small grains) is shifted by every factor that varies
+   across it; this model carries the smooth ones explicitly.
 4. **Several images:** the pixel matrices are averaged; the 95 % interval of the pixel
    size is Student-t over the per-image values. One image: the interval comes from the
    fit covariance.
@@ -885,7 +889,7 @@ def _measure(
     nr = len(radii)
     s_ref = float(radii[0])
     W1 = np.eye(2) / (scale * pb)
-    half = np.clip(5.0 * wj + 0.012 * radii, 8.0 / (n * pb), 0.1 * radii)
+    half = np.clip(np.maximum(5.0 * wj, 0.05 * radii) + 0.012 * radii, 8.0 / (n * pb), 0.1 * radii)
     data1 = _collect(spec, W1, radii, half, n_sectors=24, bin_width=2 * bin_w)
     if data1 is None:
         raise CalibrationError("gold ring fit failed: too few spectrum samples near the rings")
@@ -901,7 +905,7 @@ def _measure(
     # stage 2: windows from the fitted widths, elliptical binning with the fitted W
     W1 = par["W"]
     wj = np.asarray(par["w"])
-    half = np.clip(np.maximum(5.0 * wj, 0.01 * radii), 6.0 / (n * pb), 0.1 * radii)
+    half = np.clip(np.maximum(5.0 * wj, 0.05 * radii), 6.0 / (n * pb), 0.1 * radii)
     data2 = _collect(spec, W1, radii, half, n_sectors=36, bin_width=bin_w)
     if data2 is None:
         raise CalibrationError("gold ring fit failed: too few spectrum samples near the rings")
