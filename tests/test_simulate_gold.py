@@ -11,6 +11,7 @@ from temcal.errors import InputError
 from temcal.physics.gold import d_spacing_A
 from temcal.physics.magnification import pixel_matrix_A
 from temcal.simulate.gold import (
+    GoldGrains,
     calculate_interaction_constant,
     electron_scattering_factor_A,
     place_gold_grains,
@@ -67,8 +68,19 @@ def test_projected_phase_integral_counts_atoms() -> None:
 
     _, dist = _fcc_ball(float(grains.diameters_A.max()) / 2, A)
     expected = int(np.sum(np.searchsorted(dist, grains.diameters_A / 2)))
-    assert n_atoms == pytest.approx(expected, rel=1e-9)
+    assert n_atoms == pytest.approx(expected, rel=1e-6)
     assert phase.shape == (192, 192)
+
+
+def test_carbon_film_has_requested_rms_phase() -> None:
+    empty = GoldGrains(np.zeros((0, 2)), np.zeros(0), np.zeros((0, 3, 3)))
+    m = pixel_matrix_A(1.2, 2.0, 10.0)
+    phase = render_gold_phase(
+        (128, 160), empty, pixel_matrix_A=m, carbon_phase_rms=0.2, rng=np.random.default_rng(1)
+    )
+    assert phase.shape == (256, 320)
+    assert abs(phase.mean()) < 1e-6
+    assert phase.std() == pytest.approx(0.2, rel=0.03)
 
 
 def test_rings_at_p_over_d() -> None:

@@ -61,11 +61,13 @@ class PreparedSpectrum:
 
 
 def default_tile_size(shape: tuple[int, int]) -> int:
-    """Tile side for the Welch spectrum: 512 for large images, else half the image."""
+    """Welch tile side: 1024 from 4096-pixel images, else 512 (or what fits)."""
     m = min(shape)
-    if m >= 1024:
+    if m >= 4096:
+        return 1024
+    if m >= 512:
         return 512
-    return max(64, 1 << (m.bit_length() - 2))
+    return max(64, 1 << (m.bit_length() - 1))
 
 
 def prepare_spectrum(
@@ -78,8 +80,14 @@ def prepare_spectrum(
     high_res_A: float | None,
     tile_size: int | None,
     overlap: float | None,
+    exclude_A: tuple[float, ...] = (),
+    exclude_width: float = 0.04,
 ) -> PreparedSpectrum:
-    """Power spectrum, background normalisation and annulus pixels."""
+    """Power spectrum, background normalisation and annulus pixels.
+
+    ``exclude_A`` lists resolutions (Å, e.g. gold reflections) whose annuli
+    ``|r / r_ex - 1| < exclude_width`` are left out of the fit.
+    """
     if isinstance(image, PowerSpectrum):
         spec = image
     else:
@@ -93,7 +101,8 @@ def prepare_spectrum(
     n = spec.tile_size
     r_min = max(n * pixel_size_A / low_res_A, 4.0)
     r_nyq = 0.5 * n
-    r_max = 0.96 * r_nyq if high_res_A is None else n * pixel_size_A / high_res_A
+    # default 0.8 Nyquist: detector aliasing folds rings from beyond Nyquist back near it
+    r_max = 0.8 * r_nyq if high_res_A is None else n * pixel_size_A / high_res_A
     if high_res_A is not None and high_res_A < 2.0 * pixel_size_A:
         raise InputError(
             f"high-resolution limit {high_res_A} Å is beyond Nyquist ({2 * pixel_size_A} Å)"
@@ -106,6 +115,18 @@ def prepare_spectrum(
         )
     normalised = calculate_background_normalised(spec, r_min_px=r_min, r_max_px=r_max)
     pix = select_annulus_pixels(normalised, r_min_px=r_min, r_max_px=r_max)
+    if exclude_A:
+        keep = np.ones(pix.radius_px.size, dtype=bool)
+        for d in exclude_A:
+            r_ex = n * pixel_size_A / d
+            keep &= np.abs(pix.radius_px / r_ex - 1.0) >= exclude_width
+        pix = AnnulusPixels(
+            kx_px=pix.kx_px[keep],
+            ky_px=pix.ky_px[keep],
+            radius_px=pix.radius_px[keep],
+            values=pix.values[keep],
+            tile_size=n,
+        )
     scale = 1.0 / pixel_size_A
     kx = pix.kx_px * scale
     ky = pix.ky_px * scale
@@ -158,6 +179,9 @@ class Band:
     basis: np.ndarray  # (n_bins, q)
     n_bins: int
     counts: np.ndarray
+    bt_d: np.ndarray  # basis^T (per-bin sums of d)
+    dd: float  # sum of d^2
+    h11: np.ndarray  # basis^T diag(counts) basis
 
 
 def make_band(prep: PreparedSpectrum, r_lo: float, r_hi: float, degree: int = 5) -> Band:
@@ -173,7 +197,17 @@ def make_band(prep: PreparedSpectrum, r_lo: float, r_hi: float, degree: int = 5)
     t = (centres - centres[0]) / max(centres[-1] - centres[0], 1e-9) * 2.0 - 1.0
     basis = np.polynomial.legendre.legvander(t, degree)
     counts = np.bincount(bins, minlength=nb).astype(float)
-    return Band(sl=sl, bin_index=bins, basis=basis, n_bins=nb, counts=counts)
+    d = prep.pixels.values[sl]
+    return Band(
+        sl=sl,
+        bin_index=bins,
+        basis=basis,
+        n_bins=nb,
+        counts=counts,
+        bt_d=basis.T @ np.bincount(bins, weights=d, minlength=nb),
+        dd=float(d @ d),
+        h11=basis.T @ (counts[:, None] * basis),
+    )
 
 
 def chi_of(prep: PreparedSpectrum, sl: slice, theta: np.ndarray, cs_mm: float) -> np.ndarray:
@@ -198,19 +232,18 @@ def solve_linear(
     nb = band.n_bins
     s1 = np.bincount(idx, weights=s, minlength=nb)
     s2 = np.bincount(idx, weights=s * s, minlength=nb)
-    dd = np.bincount(idx, weights=d, minlength=nb)
     ds = np.bincount(idx, weights=d * s, minlength=nb)
     bmat = band.basis
     q = bmat.shape[1]
     h = np.empty((2 * q, 2 * q))
-    h[:q, :q] = bmat.T @ (band.counts[:, None] * bmat)
+    h[:q, :q] = band.h11
     h[:q, q:] = bmat.T @ (s1[:, None] * bmat)
     h[q:, :q] = h[:q, q:].T
     h[q:, q:] = bmat.T @ (s2[:, None] * bmat)
-    g = np.concatenate([bmat.T @ dd, bmat.T @ ds])
+    g = np.concatenate([band.bt_d, bmat.T @ ds])
     h += np.eye(2 * q) * (1e-10 * np.trace(h) / (2 * q))
     c = np.linalg.solve(h, g)
-    rss = float(d @ d - g @ c)
+    rss = float(band.dd - g @ c)
     return max(rss, 0.0), bmat @ c[:q], bmat @ c[q:]
 
 
@@ -525,3 +558,66 @@ def fit_resolution_px(
     if last < 0:
         return math.nan, 0
     return float(rm[last]), n_good
+
+
+def equivalent_profile(
+    prep: PreparedSpectrum, theta: np.ndarray, cs_mm: float, band: Band, n_bins: int = 300
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Astigmatism-corrected radial profile of data and model.
+
+    Each pixel is moved to the frequency ``k_eq`` at which the non-astigmatic CTF with
+    the mean defocus has the same phase, then data minus fitted background and the fitted
+    ``a sin^2`` are averaged in bins of ``k_eq``. Returns ``(k_eq_per_A, data, model)``.
+    """
+    sl = band.sl
+    x = chi_of(prep, sl, theta, cs_mm)
+    s = np.sin(x) ** 2
+    _, b_bins, a_bins = solve_linear(prep, band, s)
+    d = prep.pixels.values[sl] - b_bins[band.bin_index]
+    mdl = a_bins[band.bin_index] * s
+    lam = prep.wavelength_A
+    k2 = prep.k2[sl]
+    dz = theta[0] + theta[1] * prep.cos2[sl] + theta[2] * prep.sin2[sl]
+    c4 = 0.5 * cs_mm * CS_SCALE * lam**2
+    target = dz * k2 - c4 * k2 * k2  # chi / (pi lam) without the constant terms
+    m = theta[0]
+    if abs(c4) > 0:
+        disc = m * m - 4.0 * c4 * target
+        with np.errstate(invalid="ignore"):
+            keq2 = np.where(disc >= 0, (m - np.sqrt(np.maximum(disc, 0.0))) / (2 * c4), k2)
+    else:
+        keq2 = target / m if m else k2
+    keq = np.sqrt(np.clip(keq2, 0.0, None))
+    edges = np.linspace(float(np.sqrt(k2.min())), float(np.sqrt(k2.max())), n_bins + 1)
+    idx = np.clip(np.searchsorted(edges, keq) - 1, 0, n_bins - 1)
+    cnt = np.bincount(idx, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dm = np.bincount(idx, weights=d, minlength=n_bins) / cnt
+        mm = np.bincount(idx, weights=mdl, minlength=n_bins) / cnt
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    ok = cnt > 0
+    return centres[ok], dm[ok], mm[ok]
+
+
+def sampling_limit_px(
+    prep: PreparedSpectrum, theta: np.ndarray, cs_mm: float, min_period_px: float = 2.5
+) -> float:
+    """Largest radius (px) where the Thon rings are still sampled by ``min_period_px``.
+
+    The local ring period is ``pi / |d chi / d r|`` (spectrum pixels), evaluated for the
+    largest absolute principal defocus; beyond the returned radius the rings are too
+    fine for the spectrum's sampling (and the window blurs them out).
+    """
+    n = prep.pixels.tile_size
+    r = np.arange(1.0, 0.5 * n)
+    k = r / (n * prep.pixel_size_A)
+    lam = prep.wavelength_A
+    half = math.hypot(theta[1], theta[2])
+    dchi_dk = [
+        np.abs(2 * math.pi * lam * dz * k - 2 * math.pi * cs_mm * CS_SCALE * lam**3 * k**3)
+        for dz in (theta[0] + half, theta[0] - half)
+    ]
+    dchi_dr = np.maximum(*dchi_dk) / (n * prep.pixel_size_A)
+    period = math.pi / np.maximum(dchi_dr, 1e-12)
+    bad = np.nonzero(period < min_period_px)[0]
+    return float(r[bad[0]]) if bad.size else float(r[-1])

@@ -24,7 +24,7 @@ Conventions: defocus positive for underfocus (Å), ``defocus_u_A >= defocus_v_A`
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,13 +37,21 @@ from temcal.calibrate._ctf_engine import (
     prepare_spectrum,
     refine,
     rss_of,
+    sampling_limit_px,
     theta_to_defocus,
 )
 from temcal.errors import CalibrationError, InputError
 from temcal.physics.wavelength import check_voltage_kV
 from temcal.spectra.power import PowerSpectrum
 
-__all__ = ["CTFFit", "fit_ctf", "fit_ctf_prepared", "prepare_ctf_spectrum"]
+__all__ = [
+    "CTFFit",
+    "fit_ctf",
+    "fit_ctf_prepared",
+    "gold_exclusions_A",
+    "prepare_and_fit",
+    "prepare_ctf_spectrum",
+]
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,9 @@ class CTFFit:
         Spectrum pixels in the final fit.
     method : str
         Short description.
+    profile : tuple of numpy.ndarray or None
+        Astigmatism-corrected radial profile ``(k_per_A, data, model)`` of the
+        background-subtracted spectrum and the fitted Thon-ring model (for plots).
     """
 
     defocus_u_A: float
@@ -92,6 +103,9 @@ class CTFFit:
     defocus_se_A: float
     n_pixels: int
     method: str = "sector search + 2-D Levenberg-Marquardt on the background-normalised spectrum"
+    profile: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     @property
     def defocus_mean_A(self) -> float:
@@ -122,6 +136,13 @@ class CTFFit:
         }
 
 
+def gold_exclusions_A(lattice_constant: float = 4.0782) -> tuple[float, ...]:
+    """d-spacings (Å) of the gold reflections, to exclude from a CTF fit."""
+    from temcal.physics.gold import GOLD_REFLECTIONS, d_spacing_A
+
+    return tuple(d_spacing_A(hkl, lattice_constant) for hkl in GOLD_REFLECTIONS)
+
+
 def _check_common(pixel_size_A: float, voltage_kV: float, cs_mm: float, amp: float) -> None:
     check_voltage_kV(voltage_kV)
     if not (math.isfinite(pixel_size_A) and 0.05 <= pixel_size_A <= 100.0):
@@ -141,6 +162,7 @@ def prepare_ctf_spectrum(
     resolution_range_A: tuple[float, float | None] | None = None,
     tile_size: int | None = None,
     overlap: float | None = None,
+    exclude_resolutions_A: tuple[float, ...] = (),
 ) -> PreparedSpectrum:
     """Power spectrum and normalisation of one micrograph, ready for (joint) fits.
 
@@ -159,6 +181,7 @@ def prepare_ctf_spectrum(
         high_res_A=None if high is None else float(high),
         tile_size=tile_size,
         overlap=overlap,
+        exclude_A=tuple(float(d) for d in exclude_resolutions_A),
     )
 
 
@@ -175,6 +198,7 @@ def fit_ctf(
     allow_focus_crossing: bool = False,
     tile_size: int | None = None,
     overlap: float | None = None,
+    exclude_resolutions_A: tuple[float, ...] = (),
 ) -> CTFFit:
     """Fit defocus, astigmatism (and a phase shift) to a micrograph's Thon rings.
 
@@ -194,7 +218,8 @@ def fit_ctf(
         Fit an additional phase shift (phase plate) in [0, 180) degrees.
     resolution_range_A : tuple, optional
         ``(low, high)`` resolution limits in Å; ``high=None`` (default) fits out to
-        0.96 Nyquist. Default low limit 30 Å.
+        0.8 Nyquist (rings aliased by the detector from beyond Nyquist bias fits near
+        it). Default low limit 30 Å.
     defocus_search_A : tuple of float
         Range of the coarse search over defocus (Å, underfocus positive).
     allow_focus_crossing : bool
@@ -202,8 +227,12 @@ def fit_ctf(
         so that strongly astigmatic spectra whose principal defoci have opposite signs
         are fitted (``defocus_v_A`` is then negative).
     tile_size, overlap : optional
-        Welch tile size (default 512 for images of 1024 pixels or more) and overlap
+        Welch tile size (default 1024 for images of 4096 pixels or more, else 512 or the
+        largest power of two that fits; doubled while the rings are undersampled) and overlap
         (default 0 for images of 2048 pixels or more, else 0.5).
+    exclude_resolutions_A : tuple of float
+        Resolutions (Å) whose annuli (±4 %) are left out, e.g. gold reflections
+        (:func:`gold_exclusions_A`).
 
     Returns
     -------
@@ -216,23 +245,78 @@ def fit_ctf(
         If no Thon rings fit (blank or ring-less spectrum).
     """
     _check_common(pixel_size_A, voltage_kV, cs_mm, amplitude_contrast)
-    prep = prepare_ctf_spectrum(
+    _, fit, _ = prepare_and_fit(
         image_or_spectrum,
+        pixel_size_A=pixel_size_A,
+        voltage_kV=voltage_kV,
+        cs_mm=cs_mm,
+        amplitude_contrast=amplitude_contrast,
+        fit_phase_shift=fit_phase_shift,
+        resolution_range_A=resolution_range_A,
+        defocus_search_A=defocus_search_A,
+        allow_focus_crossing=allow_focus_crossing,
+        tile_size=tile_size,
+        overlap=overlap,
+        exclude_resolutions_A=exclude_resolutions_A,
+    )
+    return fit
+
+
+def prepare_and_fit(
+    image_or_spectrum: np.ndarray | PowerSpectrum,
+    *,
+    pixel_size_A: float,
+    voltage_kV: float,
+    cs_mm: float,
+    amplitude_contrast: float = 0.07,
+    fit_phase_shift: bool = False,
+    resolution_range_A: tuple[float, float | None] | None = None,
+    defocus_search_A: tuple[float, float] = (2000.0, 60000.0),
+    allow_focus_crossing: bool = False,
+    tile_size: int | None = None,
+    overlap: float | None = None,
+    exclude_resolutions_A: tuple[float, ...] = (),
+) -> tuple[PreparedSpectrum, CTFFit, np.ndarray]:
+    """Prepare the spectrum and fit it (the engine of :func:`fit_ctf`).
+
+    With the default tile, a larger tile (up to 2048) is used when the fitted defocus
+    makes the Thon rings too fine for the 512-pixel tile's sampling.
+    Returns the prepared spectrum, the fit and the internal parameters.
+    """
+    kw = dict(
         pixel_size_A=pixel_size_A,
         voltage_kV=voltage_kV,
         amplitude_contrast=amplitude_contrast,
         resolution_range_A=resolution_range_A,
-        tile_size=tile_size,
         overlap=overlap,
+        exclude_resolutions_A=exclude_resolutions_A,
     )
-    fit, _ = fit_ctf_prepared(
+    prep = prepare_ctf_spectrum(image_or_spectrum, tile_size=tile_size, **kw)  # type: ignore[arg-type]
+    fit, theta = fit_ctf_prepared(
         prep,
         cs_mm=cs_mm,
         fit_phase_shift=fit_phase_shift,
         defocus_search_A=defocus_search_A,
         allow_focus_crossing=allow_focus_crossing,
     )
-    return fit
+    if tile_size is not None or isinstance(image_or_spectrum, PowerSpectrum):
+        return prep, fit, theta
+    side = min(np.shape(image_or_spectrum))
+    n = prep.pixels.tile_size
+    # a larger tile only while the image still holds at least 2 x 2 of them
+    while sampling_limit_px(prep, theta, cs_mm) < 0.95 * prep.r_max_px and 2 * n <= min(
+        side // 2, 2048
+    ):
+        n *= 2
+        prep2 = prepare_ctf_spectrum(image_or_spectrum, tile_size=n, **kw)  # type: ignore[arg-type]
+        try:
+            fit2, theta2 = fit_ctf_prepared(
+                prep2, cs_mm=cs_mm, fit_phase_shift=fit_phase_shift, start_theta=theta
+            )
+        except CalibrationError:
+            break
+        prep, fit, theta = prep2, fit2, theta2
+    return prep, fit, theta
 
 
 def fit_ctf_prepared(
@@ -255,7 +339,6 @@ def fit_ctf_prepared(
     his = [r_coarse]
     if prep.r_max_px > 1.2 * r_coarse:
         his.append(prep.r_max_px)
-    band = make_band(prep, prep.r_min_px, prep.r_max_px)
     if start_theta is None:
         phases = np.radians(np.arange(0.0, 180.0, 15.0)) if fit_phase_shift else np.zeros(1)
         starts = [
@@ -264,7 +347,8 @@ def fit_ctf_prepared(
             for th in coarse_search(
                 prep,
                 cs_mm=cs_mm,
-                dz_range_A=(lo, hi),
+                # the full-band search rescues small defoci (few rings to 5 Å)
+                dz_range_A=(lo, hi) if r_hi == r_coarse else (lo, min(hi, max(lo + 1, 15000.0))),
                 r_hi_px=r_hi,
                 phases_rad=phases,
                 ellipse_search=r_hi == r_coarse,
@@ -284,6 +368,9 @@ def fit_ctf_prepared(
     cands.sort(key=lambda c: c[0])
     best: tuple[float, np.ndarray, np.ndarray | None] | None = None
     for _, th in cands[:1]:
+        # stop where the rings become too fine for the spectrum's sampling
+        r_hi = min(prep.r_max_px, max(sampling_limit_px(prep, th, cs_mm), r_coarse))
+        band = make_band(prep, prep.r_min_px, r_hi)
         items, _, rss, inv = refine([Item(prep, band, th.copy())], cs_mm, free=free, cs_free=False)
         best = (rss, items[0].theta, inv)
     assert best is not None
@@ -301,12 +388,14 @@ def finish_fit(
     fit_phase_shift: bool,
 ) -> tuple[CTFFit, np.ndarray]:
     """Build a :class:`CTFFit` (and check that Thon rings were found)."""
-    from temcal.calibrate._ctf_engine import Band, chi_of, solve_linear
+    from temcal.calibrate._ctf_engine import Band, chi_of, equivalent_profile, solve_linear
 
     assert isinstance(band, Band)
     theta = theta.copy()
     theta[3] = theta[3] % math.pi
-    r_fit, n_rings = fit_resolution_px(prep, theta, cs_mm, prep.r_max_px)
+    r_fit, n_rings = fit_resolution_px(
+        prep, theta, cs_mm, min(prep.r_max_px, sampling_limit_px(prep, theta, cs_mm))
+    )
     if n_rings < 2 or not math.isfinite(r_fit):
         raise CalibrationError(
             "no Thon rings found in the power spectrum (an amorphous area with visible "
@@ -338,5 +427,6 @@ def finish_fit(
         band_A=(1.0 / prep.px_to_per_A(prep.r_min_px), 1.0 / prep.px_to_per_A(prep.r_max_px)),
         defocus_se_A=float(se),
         n_pixels=int(n_pix),
+        profile=equivalent_profile(prep, theta, cs_mm, band),
     )
     return fit, theta

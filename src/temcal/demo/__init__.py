@@ -22,6 +22,7 @@ DEMO_MODULES: tuple[str, ...] = (
     "pixel_size",
     "cs_tilt",
     "diffraction",
+    "cs_ctf",
 )
 
 

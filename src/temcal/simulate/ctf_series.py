@@ -111,6 +111,7 @@ def simulate_ctf_micrograph(
     anisotropy_percent: float = 0.0,
     anisotropy_angle_deg: float = 0.0,
     extra_phase_rad: np.ndarray | None = None,
+    gold_edge: bool = False,
 ) -> np.ndarray:
     """One micrograph of an amorphous film imaged with the CTF ``params``.
 
@@ -136,6 +137,9 @@ def simulate_ctf_micrograph(
         :func:`temcal.physics.magnification.pixel_matrix_A`).
     extra_phase_rad : numpy.ndarray, optional
         Additional projected phase on the fine grid (e.g. gold grains).
+    gold_edge : bool
+        Add a polycrystalline gold foil (10 nm grains) over the left 20 % of the field
+        (:mod:`temcal.simulate.gold`), as a HexAuFoil hole edge.
 
     Returns
     -------
@@ -151,6 +155,15 @@ def simulate_ctf_micrograph(
     if extra_phase_rad is not None:
         phase = phase + extra_phase_rad
     m = make_pixel_matrix(pixel_size_A, anisotropy_percent, anisotropy_angle_deg)
+    if gold_edge:
+        from temcal.simulate.gold import place_gold_grains, render_gold_phase
+
+        grains = place_gold_grains(
+            shape, pixel_matrix_A=m, kind="foil", coverage=0.2, grain_size_nm=10.0, rng=rng
+        )
+        phase = phase + render_gold_phase(
+            shape, grains, pixel_matrix_A=m, oversample=os_, voltage_kV=params.voltage_kV
+        )
     has_env = params.b_factor_A2 or params.focal_spread_A or params.illumination_semiangle_mrad
     return form_image(
         phase,
@@ -201,12 +214,15 @@ def simulate_ctf_series(
     dose_e_per_A2: float | None = 100.0,
     oversample: int = 2,
     magnification_change_percent_per_um: float = 0.0,
+    gold_edge: bool = False,
 ) -> CtfSeries:
     """A defocus series: mean defoci evenly spaced over ``defocus_range_A``.
 
     Each micrograph gets the astigmatism ``defocus_u - defocus_v = astigmatism_A`` at a
     random azimuth. ``magnification_change_percent_per_um`` makes the pixel size of
     micrograph ``i`` equal ``pixel_size_A * (1 + c (dz_i - dz_mean) / 1e4 / 100)``.
+    ``gold_edge`` adds a gold foil edge to every micrograph (see
+    :func:`simulate_ctf_micrograph`).
 
     Returns
     -------
@@ -251,6 +267,7 @@ def simulate_ctf_series(
                 rng=rng,
                 dose_e_per_A2=dose_e_per_A2,
                 oversample=oversample,
+                gold_edge=gold_edge,
             )
         )
         truths.append(p)
