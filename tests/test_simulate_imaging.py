@@ -80,3 +80,23 @@ def test_single_precision_matches_double(rng: np.random.Generator) -> None:
     single = form_image(phase, single_precision=True, **args)
     assert single.shape == (64, 48)
     np.testing.assert_allclose(single, double, rtol=0, atol=2e-5)
+
+
+def test_phase_plate_shift_changes_contrast(rng: np.random.Generator) -> None:
+    # A 90-degree phase shift turns weak-phase contrast on at zero defocus: the image
+    # spectrum then follows -sin(chi + 90 deg) = -cos(chi), not -sin(chi).
+    n = 64
+    phase = 1e-4 * rng.normal(size=(n, n))
+    m = pixel_matrix_A(1.0)
+    kw = dict(defocus_u_A=0.0, cs_mm=0.0, voltage_kV=300)
+    img = form_image(
+        phase,
+        pixel_matrix_A=m,
+        oversample=1,
+        chi=lambda gx, gy: calculate_chi(gx, gy, phase_shift_deg=90.0, **kw),
+    )
+    gx, gy = specimen_frequencies_per_A((n, n), m)
+    expected = 2 * calculate_ctf(gx, gy, amplitude_contrast=0.0, phase_shift_deg=90.0, **kw)
+    got = np.fft.fft2(img - 1.0) / np.fft.fft2(phase)
+    np.testing.assert_allclose(got[1:5, 1:5].real, expected[1:5, 1:5], atol=2e-3)
+    assert abs(float(np.mean(got[1:5, 1:5].real))) > 1.9

@@ -20,9 +20,9 @@ __all__ = ["DEMO_MODULES", "DemoLine", "run_demo"]
 #: Topic modules, run in this order.
 DEMO_MODULES: tuple[str, ...] = (
     "pixel_size",
+    "cs_ctf",
     "cs_tilt",
     "diffraction",
-    "cs_ctf",
 )
 
 

@@ -106,7 +106,9 @@ def _propagate_single(
     if envelope is not None:
         transfer *= envelope(gx, gy).astype(np.float32)
     del gx, gy
-    transfer[0, 0] = transfer[0, 0] / abs(transfer[0, 0])
+    # the unscattered beam is the phase reference: a phase plate's shift (chi(0) != 0)
+    # acts on the scattered waves relative to it
+    transfer[0, 0] = 1.0
     spec *= transfer
     del transfer
     image_wave = sfft.ifft2(spec, workers=workers, overwrite_x=True)
@@ -183,7 +185,7 @@ def form_image(
         transfer = np.exp(1j * chi(gx, gy))
         if envelope is not None:
             transfer = transfer * envelope(gx, gy)
-        transfer[0, 0] = spec.dtype.type(1.0) * (transfer[0, 0] / abs(transfer[0, 0]))
+        transfer[0, 0] = 1.0  # unscattered beam: the phase reference (see above)
         spec *= transfer
         image_wave = sfft.ifft2(spec, workers=workers, overwrite_x=True)
         intensity = image_wave.real**2 + image_wave.imag**2
