@@ -170,7 +170,7 @@ def test_tableau_from_images_handles_focus_crossing(rng):
 
     tilts = design_tilts_mrad((10.0,), 4)
     s = simulate_tilt_series(
-        tilts, aberrations=AB, pixel_size_A=1.0, voltage_kV=300, shape=(256, 256), rng=rng,
+        tilts, aberrations=AB, pixel_size_A=1.0, voltage_kV=300, shape=(384, 384), rng=rng,
         frame_rotation_deg=200.0, dose_e_per_A2=100.0,
     )  # fmt: skip
     c1, a1 = calculate_tilt_induced_c1_a1_A(s.tau_rad[1:], AB)
