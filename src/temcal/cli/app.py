@@ -36,6 +36,7 @@ app.add_typer(simulate_app, name="simulate")
 _COMMAND_MODULES = (
     "temcal.cli.demo",
     "temcal.cli.simulate_gold",
+    "temcal.cli.pixel_size",
 )
 
 

@@ -1,0 +1,1216 @@
+"""Pixel size and anisotropic magnification from the gold lattice rings of images.
+
+Method
+------
+1. **Spectrum.** Welch tile-averaged power spectra
+   (:func:`temcal.spectra.calculate_power_spectrum`).
+2. **Search** (no guess needed, pixel sizes about 0.03-5 Å/px). The spectrum of the full
+   image and of 4x and 16x binned copies are *unfolded* (each pixel ``q`` also placed at
+   its aliases ``q + n``, so rings beyond Nyquist count at their true radius), reduced to
+   a log-frequency radial profile, flattened by a running low percentile and scaled by
+   its robust noise. Every candidate pixel size ``p`` on a log grid is scored by this
+   profile at the predicted radii ``p / d_hkl`` of all gold reflections at once; the
+   gold ratio pattern (sqrt 3 : sqrt 4 : sqrt 8 : sqrt 11 ...) makes the best match
+   unique. A best score that does not stand out from the other candidates raises
+   :class:`~temcal.errors.CalibrationError` ("no gold lattice rings found").
+3. **Fit.** A model of the 2-D spectrum near all usable rings is fitted by least squares
+   to the spectrum samples (alias-unfolded, averaged in small bins of elliptical radius
+   and azimuth, each bin placed at the mean frequency of its pixel centres):
+
+   ``S(q) = B_k(s) + sum_j A_j (R_j / s)^kappa P(s - R_j; w_j, eta) exp(-beta (s - s0))``
+   ``      * (1 - gamma cos 2 chi(s))``,  with ``s = |W q|``,  ``R_j = 1 / d_j``,
+
+   where ``W = M^{-1}`` (``M`` the real-space pixel matrix, symmetric, 3 parameters)
+   maps pixel frequencies ``q`` (cycles/pixel) to specimen frequencies (Å⁻¹), so all
+   rings are one shared ellipse. ``P`` is a pseudo-Voigt ring profile with its own
+   width per ring; ``(R_j / s)^kappa`` is the geometric factor of randomly oriented
+   crystallites (the Debye factor of a spherical shell, ``kappa = 1``);
+   ``exp(-beta (s - s0))`` is one shared log-slope (atomic scattering factor, envelopes,
+   detector MTF); ``1 - gamma cos 2 chi`` with ``chi = c + a u + b u^2``,
+   ``u = s^2 - s0^2`` is the CTF modulation ``sin^2 chi`` (partially washed out by
+   ``gamma``), shared by all rings; ``B_k`` is a cubic background per group of
+   overlapping rings. Amplitudes and background coefficients are solved linearly
+   inside the nonlinear fit (variable projection). A naive peak position of a broad
+   ring (small grains) is shifted by every factor that varies across it; this model
+   carries those factors explicitly.
+4. **Several images:** the pixel matrices are averaged; the 95 % interval of the pixel
+   size is Student-t over the per-image values. One image: the interval comes from the
+   fit covariance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage, optimize, stats
+
+from temcal.errors import CalibrationError, InputError
+from temcal.io.images import ImageData, check_image, read_image
+from temcal.physics.gold import (
+    GOLD_REFLECTIONS,
+    check_lattice_constant_A,
+    d_spacing_A,
+    lattice_constant_A,
+    parse_rings,
+)
+from temcal.physics.magnification import decompose_pixel_matrix
+from temcal.spectra.power import calculate_power_spectrum
+from temcal.spectra.profiles import (
+    calculate_radial_profile,
+    centred_frequencies,
+    polar_bin,
+    unfold_spectrum,
+)
+
+__all__ = [
+    "DEFAULT_TEMPERATURE_K",
+    "ImagePixelSize",
+    "PixelSizeResult",
+    "RingFit",
+    "estimate_pixel_size",
+    "measure_gold_rings",
+]
+
+#: Default specimen temperature (K) when neither a lattice constant nor a temperature is
+#: given: room temperature (a = 4.0782 Å). Cryo users pass ``temperature_K=80``.
+DEFAULT_TEMPERATURE_K = 293.0
+
+#: Plausible pixel sizes searched without a guess (Å/px).
+SEARCH_RANGE_A = (0.025, 6.0)
+
+#: Geometric exponent of the ring profile: 1 for randomly oriented 3-D crystallites.
+RING_GEOMETRY_EXPONENT = 1.0
+
+_MAX_UNFOLDED_F = 2.2  # highest true frequency (cycles/px) searched through aliasing
+_MIN_SIGNIFICANCE = 3.0
+# bound of the shared log-slope beta * s0 of the ring modulation (scattering factor,
+# envelopes, MTF): |d ln I / ds| <= ~15 Å at s0 ~ 0.42 Å⁻¹
+_BETA_MAX = 6.0
+_HKL = {r: "".join(map(str, r)) for r in GOLD_REFLECTIONS}
+# search weights of the reflections by their radius relative to the first one used
+# (typical relative strengths of gold rings in TEM images: 111 > 200 > 220 ~ 311 > ...)
+_RING_WEIGHT = {1.15: 0.8, 1.63: 0.6, 1.91: 0.6, 2.0: 0.4, 2.31: 0.3, 2.52: 0.3, 2.58: 0.3}
+
+
+@dataclass(frozen=True)
+class RingFit:
+    """One gold reflection as fitted in one image (or averaged over images).
+
+    Attributes
+    ----------
+    hkl : str
+        Miller indices, e.g. ``"111"``.
+    d_A : float
+        Lattice spacing used in Å.
+    radius_cycles_per_px : float
+        Fitted mean ring radius ``sqrt(p_major p_minor)^-1``-equivalent: ``p / d`` in
+        cycles per (unbinned) pixel, where ``p`` is the fitted isotropic pixel size.
+    width_per_A : float
+        Fitted Gaussian-equivalent half width (sigma) of the ring profile in Å⁻¹.
+    amplitude : float
+        Fitted peak amplitude above the background (spectrum units).
+    snr : float
+        Amplitude over its standard error.
+    aliased : bool
+        True if the ring lies beyond Nyquist and was measured through its aliases.
+    """
+
+    hkl: str
+    d_A: float
+    radius_cycles_per_px: float
+    width_per_A: float
+    amplitude: float
+    snr: float
+    aliased: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary."""
+        return {
+            "hkl": self.hkl,
+            "d_A": self.d_A,
+            "radius_cycles_per_px": self.radius_cycles_per_px,
+            "width_per_A": self.width_per_A,
+            "amplitude": self.amplitude,
+            "snr": self.snr,
+            "aliased": self.aliased,
+        }
+
+
+@dataclass(frozen=True)
+class ImagePixelSize:
+    """Pixel size measured on one image.
+
+    Attributes
+    ----------
+    file : str or None
+        Source file (``None`` for an array).
+    pixel_matrix_A : tuple
+        Fitted real-space pixel matrix ``M`` (Å/px, ``(x, y)`` order) as nested tuples.
+    pixel_size_A, pixel_major_A, pixel_minor_A : float
+        Isotropic equivalent ``sqrt(major * minor)`` and principal pixel sizes (Å).
+    pixel_size_se_A : float
+        Standard error of ``pixel_size_A`` from the fit covariance (Å).
+    anisotropy_percent : float
+        ``100 (major / minor - 1)``.
+    major_angle_deg : float
+        Direction of ``pixel_major_A`` from +x toward +y, in [0, 180).
+    rings : tuple of RingFit
+        Fitted reflections.
+    search_significance : float
+        How far the best candidate of the ring search stood out (robust z-score).
+    defocus_phase_a : float
+        Fitted CTF phase slope ``a`` (rad Å²) of the ring modulation (diagnostic).
+    tile_size : int
+        Spectrum tile size used in the fit.
+    binning : int
+        Binning applied to the image before the fit (1 for none).
+    n_samples : int
+        Number of binned spectrum samples fitted.
+    header_pixel_size_A : float or None
+        Pixel size found in the file header (hint only).
+    header_magnification : float or None
+        Magnification found in the file header.
+    """
+
+    file: str | None
+    pixel_matrix_A: tuple[tuple[float, float], tuple[float, float]]
+    pixel_size_A: float
+    pixel_size_se_A: float
+    pixel_major_A: float
+    pixel_minor_A: float
+    anisotropy_percent: float
+    major_angle_deg: float
+    rings: tuple[RingFit, ...]
+    search_significance: float
+    defocus_phase_a: float
+    tile_size: int
+    binning: int
+    n_samples: int
+    header_pixel_size_A: float | None = None
+    header_magnification: float | None = None
+    diagnostics: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (without the plot diagnostics)."""
+        return {
+            "file": self.file,
+            "pixel_size_A": self.pixel_size_A,
+            "pixel_size_se_A": self.pixel_size_se_A,
+            "pixel_major_A": self.pixel_major_A,
+            "pixel_minor_A": self.pixel_minor_A,
+            "anisotropy_percent": self.anisotropy_percent,
+            "major_angle_deg": self.major_angle_deg,
+            "pixel_matrix_A": [list(r) for r in self.pixel_matrix_A],
+            "rings": [r.to_dict() for r in self.rings],
+            "search_significance": self.search_significance,
+            "tile_size": self.tile_size,
+            "binning": self.binning,
+            "n_samples": self.n_samples,
+            "header_pixel_size_A": self.header_pixel_size_A,
+            "header_magnification": self.header_magnification,
+        }
+
+
+@dataclass(frozen=True)
+class PixelSizeResult:
+    """Joint pixel size and anisotropic magnification of one or more gold images.
+
+    Attributes
+    ----------
+    pixel_size_A : float
+        ``sqrt(pixel_major_A * pixel_minor_A)`` in Å.
+    pixel_size_ci95_A : float
+        Half-width of the 95 % interval of ``pixel_size_A`` (Å); see ``ci_method``.
+    pixel_major_A, pixel_minor_A : float
+        Principal pixel sizes (Å).
+    anisotropy_percent : float
+        ``100 (pixel_major_A / pixel_minor_A - 1)``.
+    anisotropy_ci95_percent : float
+        Half-width of the 95 % interval of the anisotropy (percentage points).
+    major_angle_deg : float
+        Direction of ``pixel_major_A`` from +x (column index increasing) toward +y
+        (row index increasing), in [0, 180).
+    pixel_matrix_A : tuple
+        Joint pixel matrix ``M`` (Å/px, ``(x, y)`` order).
+    lattice_constant_A : float
+        Gold lattice constant used (Å).
+    temperature_K : float or None
+        Specimen temperature behind the lattice constant (``None`` when a lattice
+        constant was given directly).
+    rings : tuple of RingFit
+        Per-reflection results averaged over the images.
+    images : tuple of ImagePixelSize
+        Per-image results.
+    ci_method : str
+        ``"student-t over images"`` or ``"fit covariance (one image)"``.
+    method : str
+        Short description of the estimator.
+    """
+
+    pixel_size_A: float
+    pixel_size_ci95_A: float
+    pixel_major_A: float
+    pixel_minor_A: float
+    anisotropy_percent: float
+    anisotropy_ci95_percent: float
+    major_angle_deg: float
+    pixel_matrix_A: tuple[tuple[float, float], tuple[float, float]]
+    lattice_constant_A: float
+    temperature_K: float | None
+    rings: tuple[RingFit, ...]
+    images: tuple[ImagePixelSize, ...]
+    ci_method: str
+    method: str = "joint elliptical multi-ring spectrum fit (temcal)"
+
+    @property
+    def n_images(self) -> int:
+        """Number of images measured."""
+        return len(self.images)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON contract of ``temcal pixel-size --json`` (plus extra keys)."""
+        import temcal
+
+        return {
+            "pixel_size_A": self.pixel_size_A,
+            "pixel_size_ci95_A": self.pixel_size_ci95_A,
+            "pixel_major_A": self.pixel_major_A,
+            "pixel_minor_A": self.pixel_minor_A,
+            "anisotropy_percent": self.anisotropy_percent,
+            "anisotropy_ci95_percent": self.anisotropy_ci95_percent,
+            "major_angle_deg": self.major_angle_deg,
+            "pixel_matrix_A": [list(r) for r in self.pixel_matrix_A],
+            "lattice_constant_A": self.lattice_constant_A,
+            "temperature_K": self.temperature_K,
+            "rings": [r.to_dict() for r in self.rings],
+            "images": [im.to_dict() for im in self.images],
+            "n_images": self.n_images,
+            "ci_method": self.ci_method,
+            "method": self.method,
+            "temcal_version": temcal.__version__,
+        }
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+
+
+def resolve_lattice_constant(
+    lattice_constant_A_: float | None, temperature_K: float | None
+) -> tuple[float, float | None]:
+    """Lattice constant (Å) and temperature (K) from the user's options.
+
+    Raises
+    ------
+    InputError
+        If both are given, or either is absurd.
+    """
+    if lattice_constant_A_ is not None and temperature_K is not None:
+        raise InputError(
+            "give either a lattice constant or a temperature, not both "
+            "(the temperature only serves to compute the lattice constant)"
+        )
+    if lattice_constant_A_ is not None:
+        return check_lattice_constant_A(lattice_constant_A_), None
+    t = DEFAULT_TEMPERATURE_K if temperature_K is None else float(temperature_K)
+    return lattice_constant_A(t), t
+
+
+def _bin_image(img: np.ndarray, b: int) -> np.ndarray:
+    if b == 1:
+        return img
+    ny, nx = (img.shape[0] // b) * b, (img.shape[1] // b) * b
+    return img[:ny, :nx].reshape(ny // b, b, nx // b, b).mean(axis=(1, 3))
+
+
+def _pow2_at_most(n: int) -> int:
+    return 1 << math.floor(math.log2(n))
+
+
+def _spectrum(img: np.ndarray, tile: int) -> np.ndarray:
+    overlap = 0.5 if min(img.shape) < 4 * tile else 0.0
+    return calculate_power_spectrum(img, tile_size=tile, overlap=overlap).data
+
+
+def _load(item: Any, index: int) -> tuple[np.ndarray, ImageData | None, str | None]:
+    if isinstance(item, ImageData):
+        return (
+            check_image(item.data, name=str(item.path or f"image {index}")),
+            item,
+            (str(item.path) if item.path is not None else None),
+        )
+    if isinstance(item, str | Path):
+        im = read_image(item)
+        return im.data, im, str(item)
+    return check_image(np.asarray(item), name=f"image {index}"), None, None
+
+
+# --------------------------------------------------------------------------------------
+# search
+
+
+@dataclass(frozen=True)
+class _SearchResult:
+    pixel_size_A: float
+    significance: float
+    n_rings: int
+
+
+def _log_profile(spec: np.ndarray, fmax: float) -> tuple[np.ndarray, np.ndarray]:
+    """Log radial profile of an unfolded spectrum: the mean of each bin's top 10 %.
+
+    The upper part of each ring's azimuthal distribution responds to full rings and to
+    the few bright spots of isolated crystals alike.
+    """
+    n = spec.shape[0]
+    fmin = 6.0 / n
+    u = unfold_spectrum(
+        spec, max_frequency=fmax, min_frequency=fmin, min_alias_base_frequency=0.06
+    )
+    r = np.hypot(u.qx, u.qy)
+    bw = 0.5 / n
+    b = ((r - fmin) / bw).astype(np.int64)
+    order = np.lexsort((u.values, b))
+    bs, vs, rs = b[order], u.values[order], r[order]
+    cnt = np.bincount(bs)
+    start = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+    rank = np.arange(bs.size) - start[bs]
+    top = rank >= cnt[bs] - np.maximum(1, np.ceil(0.1 * cnt[bs]))
+    c_top = np.bincount(bs[top], minlength=cnt.size).astype(float)
+    v_top = np.bincount(bs[top], weights=vs[top], minlength=cnt.size)
+    f_mean = np.bincount(bs, weights=rs, minlength=cnt.size) / np.maximum(cnt, 1)
+    ok = (cnt >= 8) & (v_top > 0)
+    return np.log(f_mean[ok]), np.log(v_top[ok] / c_top[ok])
+
+
+def _flatten(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Robust z-score of a log profile above a running low-percentile background."""
+    dx = float(np.median(np.diff(x)))
+    grid = np.arange(x[0], x[-1] + dx, dx)
+    yg = np.interp(grid, x, y)
+    half = max(3, round(0.07 / dx))
+    bg = ndimage.percentile_filter(yg, 25, size=2 * half + 1, mode="nearest")
+    bg = ndimage.uniform_filter1d(bg, size=half, mode="nearest")
+    r = yg - bg
+    smooth = ndimage.gaussian_filter1d(r, sigma=max(1.0, 0.003 / dx))
+    # robust spread of the flattened profile (rings cover a small part of it)
+    noise = 1.4826 * float(np.median(np.abs(smooth - np.median(smooth))))
+    z = smooth / max(noise, 1e-9)
+    return np.interp(x, grid, z)
+
+
+def _search_pixel_size(
+    img: np.ndarray,
+    d_list: Sequence[float],
+    *,
+    guess_pixel_size_A: float | None,
+) -> _SearchResult:
+    levels: list[tuple[np.ndarray, np.ndarray]] = []
+    b = 1
+    while min(img.shape) // b >= 128:
+        sub = _bin_image(img, b)
+        tile = min(256, _pow2_at_most(min(sub.shape)))
+        spec = _spectrum(sub, tile)
+        fmax = _MAX_UNFOLDED_F if b == 1 else 0.45
+        x, y = _log_profile(spec, fmax)
+        if x.size > 20:
+            levels.append((x - math.log(b), _flatten(x, y)))
+        b *= 4
+    if not levels:
+        raise InputError("image too small to search for gold rings")
+    dx = 0.001
+    lo = min(float(lv[0][0]) for lv in levels)
+    hi = max(float(lv[0][-1]) for lv in levels)
+    xg = np.arange(lo, hi, dx)
+    z = np.full(xg.shape, np.nan)
+    for x, zz in levels:  # later (more binned) levels resolve low frequencies better
+        inside = (xg >= x[0]) & (xg <= x[-1])
+        z[inside] = np.interp(xg[inside], x, zz)
+    z0 = np.nan_to_num(z, nan=0.0)
+    if guess_pixel_size_A is not None:
+        plo, phi = guess_pixel_size_A / 1.25, guess_pixel_size_A * 1.25
+    else:
+        plo, phi = SEARCH_RANGE_A
+    lp = np.arange(math.log(plo), math.log(phi), 0.0005)
+    total = np.zeros_like(lp)
+    count = np.zeros_like(lp)
+    lnd = np.log(np.asarray(d_list))
+    for j, d in enumerate(d_list):
+        wj = _RING_WEIGHT.get(round(d_list[0] / d, 2), 0.5) if j else 1.0
+        xr = lp - math.log(d)
+        # a gold ring must stand above its flanks (Thon rings and other periodic
+        # structure have neighbours of similar height): flank windows 7-15 % away,
+        # trimmed 4 % short of the other gold rings
+        others = np.delete(-(lnd - lnd[j]), j)  # ln-offsets of the other rings
+        flank = np.full(xg.shape, -np.inf)
+        for a0, a1 in ((-0.15, -0.07), (0.07, 0.15)):
+            lo_o, hi_o = a0, a1
+            for o in others:
+                if a0 < 0 and a0 - 0.04 < o < 0:
+                    lo_o = max(lo_o, o + 0.04)
+                if a1 > 0 and 0 < o < a1 + 0.04:
+                    hi_o = min(hi_o, o - 0.04)
+            if hi_o - lo_o < 0.01:
+                continue
+            k0, k1 = int(round(lo_o / dx)), int(round(hi_o / dx))
+            size = k1 - k0 + 1
+            mf = ndimage.maximum_filter1d(z0, size=size, mode="nearest")
+            shift = (k0 + k1) // 2  # window centred at offset (k0 + k1) / 2
+            flank = np.maximum(flank, np.roll(mf, -shift))
+        flank = np.where(np.isfinite(flank), np.maximum(flank, 0.0), 0.0)
+        peak = np.clip(z0 - flank, -3.0, 25.0)
+        zi = np.interp(xr, xg, peak, left=0.0, right=0.0)
+        valid = (xr >= lo) & (xr <= hi) & (np.interp(xr, xg, np.isfinite(z).astype(float)) > 0.5)
+        total += np.where(valid, wj * zi, 0.0)
+        count += np.where(valid, wj * wj, 0.0)
+    usable = count >= min(1.5, count.max())
+    if not usable.any():
+        raise CalibrationError(
+            "no gold lattice rings found: no plausible pixel size puts two gold rings inside "
+            "the spectrum (image too small?)"
+        )
+    score = np.where(usable, total / np.sqrt(np.maximum(count, 1)), -np.inf)
+    best = int(np.argmax(score))
+    far = np.abs(lp - lp[best]) > 0.05
+    second = float(np.max(score[far & usable])) if (far & usable).any() else 0.0
+    sig = float(score[best])
+    p = math.exp(float(lp[best]))
+    # rings individually detected at the best candidate
+    n_det = 0
+    for d in d_list:
+        xr1 = math.log(p / d)
+        if lo <= xr1 <= hi:
+            zi1 = float(np.interp(xr1, xg, np.nan_to_num(z, nan=0.0)))
+            n_det += zi1 > 3.0
+    if sig < _MIN_SIGNIFICANCE or sig - second < 0.8 or n_det < min(2, len(d_list)):
+        raise CalibrationError(
+            "no gold lattice rings found in the power spectrum (best candidate pixel size "
+            f"{p:.4g} Å/px scores {sig:.1f} (next {second:.1f}), {n_det} ring(s) detected); "
+            "is there gold in the image? (--guess or --rings may help with weak rings)"
+        )
+    return _SearchResult(pixel_size_A=p, significance=sig, n_rings=n_det)
+
+
+# --------------------------------------------------------------------------------------
+# fit
+
+
+@dataclass
+class _FitData:
+    qx: np.ndarray
+    qy: np.ndarray
+    y: np.ndarray
+    count: np.ndarray
+    weight: np.ndarray
+    seg: np.ndarray  # segment index of each sample
+    seg_range: list[tuple[float, float]]
+    ring_idx: list[int]  # indices into the ring list used
+    sector: np.ndarray  # azimuthal sector of each sample (samples sorted by it)
+    n_sectors: int
+
+    @property
+    def sector_slices(self) -> list[slice]:
+        """Contiguous sample ranges of each sector."""
+        edges = np.searchsorted(self.sector, np.arange(self.n_sectors + 1))
+        return [slice(int(edges[k]), int(edges[k + 1])) for k in range(self.n_sectors)]
+
+
+def _pseudo_voigt(x: np.ndarray, w: float | np.ndarray, eta: float) -> np.ndarray:
+    t = x / w
+    hwhm = 1.1774100225154747
+    return (1.0 - eta) * np.exp(-0.5 * t * t) + eta / (1.0 + (t / hwhm) ** 2)
+
+
+class _RingModel:
+    """Variable-projection model of the spectrum samples near the rings."""
+
+    def __init__(
+        self, data: _FitData, radii: np.ndarray, p0: float, s_ref: float, with_ctf: bool
+    ) -> None:
+        self.d = data
+        self.radii = radii  # 1/d of used rings (Å⁻¹)
+        self.p0 = p0
+        self.s_ref = s_ref
+        self.with_ctf = with_ctf
+        self.nr = len(radii)
+        self.n_seg = len(data.seg_range)
+
+    # parameter vector: e1, e2, e3, log w_j (nr), eta_raw, beta, [a, b, c, gamma_raw]
+    def unpack(self, th: np.ndarray) -> dict[str, Any]:
+        nr = self.nr
+        out = {
+            "W": np.array([[1.0 + th[0], th[2]], [th[2], 1.0 + th[1]]]) / self.p0,
+            "w": np.exp(th[3 : 3 + nr]) * self.radii,
+            "eta": 0.5 * (1.0 + math.tanh(th[3 + nr])),
+            "beta": th[4 + nr] / self.s_ref,
+        }
+        if self.with_ctf:
+            out["a"], out["b"], out["c"] = th[5 + nr], th[6 + nr], th[7 + nr]
+            out["gamma"] = 0.5 * (1.0 + math.tanh(th[8 + nr]))
+        return out
+
+    def s(self, W: np.ndarray) -> np.ndarray:
+        d = self.d
+        return np.hypot(W[0, 0] * d.qx + W[0, 1] * d.qy, W[1, 0] * d.qx + W[1, 1] * d.qy)
+
+    def modulation(self, s: np.ndarray, par: dict[str, Any]) -> np.ndarray:
+        m = np.exp(-par["beta"] * (s - self.s_ref))
+        if self.with_ctf:
+            u = s * s - self.s_ref**2
+            chi = par["c"] + par["a"] * u + par["b"] * u * u
+            m = m * (1.0 - par["gamma"] * np.cos(2.0 * chi))
+        return m
+
+    def design(self, th: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        par = self.unpack(th)
+        s = self.s(par["W"])
+        mod = self.modulation(s, par)
+        cols = []
+        for j in range(self.nr):
+            rj = self.radii[j]
+            prof = _pseudo_voigt(s - rj, par["w"][j], par["eta"])
+            cols.append(prof * (rj / s) ** RING_GEOMETRY_EXPONENT * mod)
+        for k, (lo, hi) in enumerate(self.d.seg_range):
+            inseg = self.d.seg == k
+            t = np.where(inseg, (2.0 * s - lo - hi) / (hi - lo), 0.0)
+            for deg in range(4):
+                cols.append(np.where(inseg, t**deg, 0.0))
+        return np.stack(cols, axis=1), s
+
+    def solve(self, th: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Residuals, per-sector linear coefficients ``(K, c)`` and the design matrix.
+
+        Ring amplitudes and backgrounds are solved separately in each azimuthal sector
+        (spotty rings of few crystals, azimuthally varying background), while the
+        geometry, widths and modulation are shared.
+        """
+        X, _ = self.design(th)
+        w = self.d.weight
+        Xw = X * w[:, None]
+        yw = self.d.y * w
+        c = X.shape[1]
+        coef = np.zeros((self.d.n_sectors, c))
+        fitted = np.zeros_like(yw)
+        for k, sl in enumerate(self.d.sector_slices):
+            if sl.stop <= sl.start:
+                continue
+            Xk, yk = Xw[sl], yw[sl]
+            norm = np.sqrt(np.einsum("ij,ij->j", Xk, Xk))
+            live = norm > 1e-12 * max(float(norm.max()), 1e-300)
+            Xn = Xk[:, live] / norm[live]
+            A = Xn.T @ Xn + 1e-10 * np.eye(Xn.shape[1])
+            try:
+                ck = np.linalg.solve(A, Xn.T @ yk) / norm[live]
+            except np.linalg.LinAlgError:
+                ck = np.linalg.lstsq(Xk[:, live], yk, rcond=None)[0]
+            coef[k, live] = ck
+            fitted[sl] = Xk[:, live] @ ck
+        return yw - fitted, coef, X
+
+    def residual(self, th: np.ndarray) -> np.ndarray:
+        return self.solve(th)[0]
+
+
+def _segments(radii: np.ndarray, half: np.ndarray) -> list[tuple[float, float, list[int]]]:
+    order = np.argsort(radii)
+    segs: list[tuple[float, float, list[int]]] = []
+    for j in order:
+        lo, hi = radii[j] - half[j], radii[j] + half[j]
+        if segs and lo <= segs[-1][1]:
+            a, b, js = segs[-1]
+            segs[-1] = (a, max(b, hi), [*js, int(j)])
+        else:
+            segs.append((lo, hi, [int(j)]))
+    return segs
+
+
+def _collect(
+    spec: np.ndarray,
+    W: np.ndarray,
+    radii: np.ndarray,
+    half: np.ndarray,
+    *,
+    n_sectors: int,
+    bin_width: float,
+) -> _FitData | None:
+    n = spec.shape[0]
+    fmin = 5.0 / n
+    # frequency bound: elliptical radius s ~ |q| / p
+    p_max = 1.0 / float(np.linalg.eigvalsh(W).min())
+    fmax = min(_MAX_UNFOLDED_F, float((radii + half).max()) * p_max * 1.01)
+    keep = np.ones((n, n), dtype=bool)
+    c = n // 2
+    keep[c - 2 : c + 3, :] = False  # the tile-edge cross, whatever the window leaves
+    keep[:, c - 2 : c + 3] = False
+    u = unfold_spectrum(
+        spec, max_frequency=fmax, min_frequency=fmin, keep=keep, min_alias_base_frequency=0.06
+    )
+    if u.values.size == 0:
+        return None
+    s = np.hypot(W[0, 0] * u.qx + W[0, 1] * u.qy, W[1, 0] * u.qx + W[1, 1] * u.qy)
+    segs = _segments(radii, half)
+    seg = np.full(s.shape, -1)
+    for k, (lo, hi, _) in enumerate(segs):
+        seg[(s >= lo) & (s < hi)] = k
+    m = seg >= 0
+    # a pixel whose several aliases fall near rings is ambiguous (overlapping arcs)
+    pix = u.pixel[m]
+    dup = np.bincount(pix, minlength=n * n)[pix] > 1
+    idx = np.flatnonzero(m)[~dup]
+    if idx.size < 200:
+        return None
+    qx, qy, vals, ss, sg = u.qx[idx], u.qy[idx], u.values[idx], s[idx], seg[idx]
+    mx, my, mv, cnt = polar_bin(
+        qx, qy, vals, radius=ss, bin_width=bin_width, n_sectors=n_sectors, group=sg
+    )
+    ms = np.hypot(W[0, 0] * mx + W[0, 1] * my, W[1, 0] * mx + W[1, 1] * my)
+    bseg = np.full(ms.shape, -1)
+    for k, (lo, hi, _) in enumerate(segs):
+        bseg[(ms >= lo) & (ms < hi)] = k
+    ok = bseg >= 0
+    mx, my, mv, cnt, bseg = mx[ok], my[ok], mv[ok], cnt[ok], bseg[ok]
+    level = np.empty_like(mv)
+    for k in range(len(segs)):
+        sel = bseg == k
+        if sel.any():
+            level[sel] = np.median(mv[sel])
+    weight = np.sqrt(cnt) / np.maximum(level, 1e-30)
+    ring_idx = sorted(j for _, _, js in segs for j in js)
+    n_amp = max(1, n_sectors // 2)
+    phi = np.arctan2(my, mx)
+    sector = np.minimum(((phi + np.pi) / (2 * np.pi) * n_amp).astype(np.int64), n_amp - 1)
+    order = np.argsort(sector, kind="stable")
+    return _FitData(
+        qx=mx[order],
+        qy=my[order],
+        y=mv[order],
+        count=cnt[order],
+        weight=weight[order],
+        seg=bseg[order],
+        seg_range=[(lo, hi) for lo, hi, _ in segs],
+        ring_idx=ring_idx,
+        sector=sector[order],
+        n_sectors=n_amp,
+    )
+
+
+def _fit(
+    model: _RingModel,
+    th0: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    geom_span: float = 0.02,
+) -> optimize.OptimizeResult:
+    lower, upper = lower.copy(), upper.copy()
+    # the geometry may move only a little from its start (found by the search / stage 1)
+    lower[:3] = np.maximum(lower[:3], th0[:3] - geom_span)
+    upper[:3] = np.minimum(upper[:3], th0[:3] + geom_span)
+    th0 = np.clip(th0, lower + 1e-9, upper - 1e-9)
+    return optimize.least_squares(
+        model.residual,
+        th0,
+        bounds=(lower, upper),
+        x_scale="jac",
+        method="trf",
+        max_nfev=100,
+        xtol=1e-10,
+        ftol=1e-10,
+    )
+
+
+def _bounds(nr: int, with_ctf: bool) -> tuple[np.ndarray, np.ndarray]:
+    lo = [-0.1, -0.1, -0.1, *([math.log(1e-4)] * nr), -3.0, -_BETA_MAX]
+    hi = [0.1, 0.1, 0.1, *([math.log(0.06)] * nr), 3.0, _BETA_MAX]
+    if with_ctf:
+        lo += [-np.inf, -np.inf, -np.inf, -3.0]
+        hi += [np.inf, np.inf, np.inf, 3.0]
+    return np.array(lo, dtype=float), np.array(hi, dtype=float)
+
+
+def measure_gold_rings(
+    image: np.ndarray | ImageData | str | Path,
+    *,
+    lattice_constant_A: float | None = None,
+    temperature_K: float | None = None,
+    guess_pixel_size_A: float | None = None,
+    rings: str | Sequence[str] | None = None,
+    fit_ctf: bool = True,
+) -> ImagePixelSize:
+    """Measure the pixel matrix of one gold image from its lattice rings.
+
+    Parameters
+    ----------
+    image : numpy.ndarray, ImageData, str or pathlib.Path
+        A 2-D image (``[y, x]``), a movie (summed), or a file.
+    lattice_constant_A : float, optional
+        Gold lattice constant in Å (overrides ``temperature_K``).
+    temperature_K : float, optional
+        Specimen temperature (K) for the lattice constant; default 293 K.
+    guess_pixel_size_A : float, optional
+        Rough pixel size (Å/px); the search then stays within a factor 1.25 of it.
+    rings : str or sequence of str, optional
+        Reflections to use, e.g. ``"111,200,220"``; default all that are measurable.
+    fit_ctf : bool
+        Model the CTF modulation of the rings (recommended; off only for diagnostics).
+
+    Returns
+    -------
+    ImagePixelSize
+        Pixel matrix, principal pixel sizes, anisotropy and per-ring fits.
+
+    Raises
+    ------
+    InputError
+        For an unreadable, blank or NaN image or absurd options.
+    CalibrationError
+        If no gold rings are found or the fit fails.
+    """
+    a_A, _ = resolve_lattice_constant(lattice_constant_A, temperature_K)
+    _check_guess(guess_pixel_size_A)
+    hkls = parse_rings(rings if rings is None or isinstance(rings, str) else list(rings))
+    img, meta, name = _load(image, 0)
+    return _measure(img, meta, name, a_A, hkls, guess_pixel_size_A, fit_ctf)
+
+
+def _check_guess(guess: float | None) -> None:
+    if guess is None:
+        return
+    g = float(guess)
+    if not math.isfinite(g) or not 0.005 <= g <= 50.0:
+        raise InputError(
+            f"pixel-size guess {guess!r} Å/px is absurd; give the pixel size in Å per pixel "
+            "(typically 0.03-5)"
+        )
+
+
+def _measure(
+    img: np.ndarray,
+    meta: ImageData | None,
+    name: str | None,
+    a_A: float,
+    hkls: Sequence[tuple[int, int, int]],
+    guess: float | None,
+    fit_ctf: bool,
+) -> ImagePixelSize:
+    img = np.asarray(img, dtype=np.float32)
+    d_all = np.array([d_spacing_A(h, a_A) for h in hkls])
+    found = _search_pixel_size(img, list(d_all), guess_pixel_size_A=guess)
+    p0 = found.pixel_size_A
+    # binning for small frequencies: bring the first ring to >= ~0.12 cycles/px
+    f1 = p0 / float(d_all.max())
+    b = 1
+    while f1 * b * 2 <= 0.3 and min(img.shape) // (b * 2) >= 256:
+        b *= 2
+    sub = _bin_image(img, b)
+    pb = p0 * b
+    side = min(sub.shape)
+    tile = 512 if side >= 1024 else _pow2_at_most(side)
+    spec = _spectrum(sub, tile)
+    n = tile
+    radii_all = 1.0 / d_all
+    # usable rings: inside [~6 px, fmax], not straddling Nyquist lines ambiguously
+    f_all = pb * radii_all
+    use = (f_all * n >= 12.0) & (f_all <= _MAX_UNFOLDED_F)
+    below = use & (f_all < 0.47)
+    if below.sum() >= 2:  # rings inside Nyquist suffice: leave the aliased ones out
+        use = below
+    if use.sum() == 0:
+        raise CalibrationError("no gold ring falls in the measurable frequency range")
+    radii = radii_all[use]
+    hk_used = [hkls[int(i)] for i in np.flatnonzero(use)]
+    bin_w = 0.25 / (n * pb)  # a quarter spectrum pixel, in Å⁻¹
+    # stage 1: each ring alone in the isotropic (unfolded) radial profile
+    fit1 = _initial_rings(spec, pb, radii)
+    strong = _select_rings(fit1, radii)
+    if not strong.any():
+        raise CalibrationError(
+            "no gold lattice rings found: no ring is significant in the spectrum fit"
+        )
+    scale = float(
+        np.median([f[0] / r for f, r, k in zip(fit1, radii, strong, strict=True) if k and f])
+    )
+    wj = np.array([f[1] for f, k in zip(fit1, strong, strict=True) if k and f])
+    radii, hk_used = radii[strong], [h for h, k in zip(hk_used, strong, strict=True) if k]
+    nr = len(radii)
+    s_ref = float(radii[0])
+    W1 = np.eye(2) / (scale * pb)
+    half = np.clip(5.0 * wj + 0.012 * radii, 8.0 / (n * pb), 0.1 * radii)
+    data1 = _collect(spec, W1, radii, half, n_sectors=24, bin_width=2 * bin_w)
+    if data1 is None:
+        raise CalibrationError("gold ring fit failed: too few spectrum samples near the rings")
+    radii, wj = radii[data1.ring_idx], wj[data1.ring_idx]
+    hk_used = [hk_used[i] for i in data1.ring_idx]
+    nr = len(radii)
+    model = _RingModel(data1, radii, pb, s_ref, with_ctf=False)
+    lo, hi = _bounds(nr, False)
+    th0 = np.array([1.0 / scale - 1.0, 1.0 / scale - 1.0, 0.0, *np.log(wj / radii), 0.0, 0.0])
+    best = _fit(model, th0, lo, hi)
+    par = model.unpack(best.x)
+    best_x = best.x
+    # stage 2: windows from the fitted widths, elliptical binning with the fitted W
+    W1 = par["W"]
+    wj = np.asarray(par["w"])
+    half = np.clip(np.maximum(5.0 * wj, 0.01 * radii), 6.0 / (n * pb), 0.1 * radii)
+    data2 = _collect(spec, W1, radii, half, n_sectors=36, bin_width=bin_w)
+    if data2 is None:
+        raise CalibrationError("gold ring fit failed: too few spectrum samples near the rings")
+    radii2 = radii[data2.ring_idx]
+    hk2 = [hk_used[i] for i in data2.ring_idx]
+    nr2 = len(radii2)
+    e = (W1 * pb - np.eye(2)).ravel()
+    th_geom = [e[0], e[3], e[1]]
+    th_w = list(np.log(wj[data2.ring_idx] / radii2))
+    th_base = [*th_geom, *th_w, best_x[3 + nr], best_x[4 + nr]]
+    model2 = _RingModel(data2, radii2, pb, s_ref, with_ctf=False)
+    lo2, hi2 = _bounds(nr2, False)
+    res = _fit(model2, np.array(th_base), lo2, hi2)
+    if fit_ctf:
+        model_c = _RingModel(data2, radii2, pb, s_ref, with_ctf=True)
+        res_c = _fit_ctf(model_c, res.x, nr2)
+        if res_c is not None and res_c.cost < res.cost:
+            model2, res = model_c, res_c
+    out = _finish(model2, res, hk2, radii2, pb, b, n, found, meta, name, a_A)
+    out.diagnostics["spectrum"] = spec.astype(np.float32)
+    return out
+
+
+def _select_rings(
+    fit1: list[tuple[float, float, float, float] | None], radii: np.ndarray
+) -> np.ndarray:
+    """Rings found alone at a consistent scale, significant and not absurdly broad."""
+    snr = np.array([f[3] if f is not None else -np.inf for f in fit1])
+    if not np.isfinite(snr).any() or snr.max() < 5.0:
+        return np.zeros(len(fit1), dtype=bool)
+    ref = int(np.argmax(snr))
+    f_ref = fit1[ref]
+    assert f_ref is not None
+    scale = f_ref[0] / radii[ref]
+    keep = np.zeros(len(fit1), dtype=bool)
+    for j, f in enumerate(fit1):
+        if f is None:
+            continue
+        ok_pos = abs(f[0] / radii[j] / scale - 1.0) < 0.006 + 1.5 * f[1] / radii[j]
+        keep[j] = f[3] > 5.0 and ok_pos and f[1] < 0.05 * radii[j]
+    return keep
+
+
+def _initial_rings(
+    spec: np.ndarray, pb: float, radii: np.ndarray
+) -> list[tuple[float, float, float, float] | None]:
+    """Fit each ring alone (Gaussian on a line) in the isotropic radial profile.
+
+    Returns, per ring, ``(radius, sigma, amplitude, snr)`` in Å⁻¹ (or ``None``).
+    """
+    n = spec.shape[0]
+    fmax = min(_MAX_UNFOLDED_F, float(radii.max()) * pb * 1.12)
+    u = unfold_spectrum(
+        spec, max_frequency=fmax, min_frequency=4.0 / n, min_alias_base_frequency=0.06
+    )
+    r, v, c = calculate_radial_profile(
+        np.hypot(u.qx, u.qy) / pb, u.values, bin_width=0.5 / (n * pb)
+    )
+    out: list[tuple[float, float, float, float] | None] = []
+    for rj in radii:
+        m = (r > rj * 0.9) & (r < rj * 1.1)
+        if m.sum() < 12:
+            out.append(None)
+            continue
+        x, y, wt = r[m] - rj, v[m], np.sqrt(c[m])
+        level = float(np.median(y))
+        wt = wt / level
+
+        def resid(t: np.ndarray, x: np.ndarray = x, y: np.ndarray = y, wt: np.ndarray = wt) -> Any:
+            g = np.exp(-0.5 * ((x - t[0]) / t[1]) ** 2)
+            X = np.stack([g, np.ones_like(x), x, x * x], axis=1) * wt[:, None]
+            coef, *_ = np.linalg.lstsq(X, y * wt, rcond=None)
+            return y * wt - X @ coef
+
+        best = None
+        for wf in (0.003, 0.01, 0.03):
+            try:
+                res = optimize.least_squares(
+                    resid,
+                    [0.0, wf * rj],
+                    bounds=([-0.03 * rj, 2e-4 * rj], [0.03 * rj, 0.06 * rj]),
+                    max_nfev=60,
+                )
+            except ValueError:
+                continue
+            if best is None or res.cost < best.cost:
+                best = res
+        if best is None:
+            out.append(None)
+            continue
+        t = best.x
+        g = np.exp(-0.5 * ((x - t[0]) / t[1]) ** 2)
+        X = np.stack([g, np.ones_like(x), x, x * x], axis=1) * wt[:, None]
+        coef, *_ = np.linalg.lstsq(X, y * wt, rcond=None)
+        res_v = y * wt - X @ coef
+        s2 = float(res_v @ res_v) / max(1, x.size - 6)
+        cov = np.linalg.pinv(X.T @ X) * s2
+        snr = float(coef[0] / math.sqrt(max(cov[0, 0], 1e-300)))
+        out.append((float(rj + t[0]), float(t[1]), float(coef[0]), snr))
+    return out
+
+
+def _fit_ctf(model: _RingModel, th_base: np.ndarray, nr: int) -> optimize.OptimizeResult | None:
+    """Fit with the CTF modulation from a grid of starting phase slopes."""
+    lo, hi = _bounds(nr, True)
+    d = model.d
+    W0 = np.array([[1.0 + th_base[0], th_base[2]], [th_base[2], 1.0 + th_base[1]]]) / model.p0
+    s = model.s(W0)
+    u = s * s - model.s_ref**2
+    span = float(u.max() - u.min())
+    # phase slopes resolvable by the sampling (a quarter-period per bin at most)
+    bin_u = 2.0 * float(np.median(s)) * float(np.median(np.abs(np.diff(np.sort(s))))) + 1e-12
+    # physical range: |pi lambda dz| up to ~3500 rad Å² (3 µm at 80 kV)
+    a_max = min(math.pi / 4.0 / bin_u, 3500.0)
+    n_grid = int(min(400, max(8, 2.0 * a_max * span / 0.5)))
+    best = None
+    base = [*th_base]
+    for a in np.linspace(-a_max, a_max, n_grid):
+        for c in (0.0, math.pi / 2.0):
+            th = np.array([*base, a, 0.0, c, 0.0])
+            r = float(np.sum(model.residual(th) ** 2))
+            if best is None or r < best[0]:
+                best = (r, th)
+    del d
+    assert best is not None
+    try:
+        return _fit(model, best[1], lo, hi, geom_span=0.005)
+    except (ValueError, np.linalg.LinAlgError):
+        return None
+
+
+def _finish(
+    model: _RingModel,
+    res: optimize.OptimizeResult,
+    hkls: Sequence[tuple[int, int, int]],
+    radii: np.ndarray,
+    pb: float,
+    b: int,
+    n: int,
+    found: _SearchResult,
+    meta: ImageData | None,
+    name: str | None,
+    a_A: float,
+) -> ImagePixelSize:
+    par = model.unpack(res.x)
+    resid, coef, X = model.solve(res.x)
+    W = par["W"]
+    M = np.linalg.inv(W) / b  # Å per unbinned pixel
+    M = 0.5 * (M + M.T)
+    geom = decompose_pixel_matrix(M)
+    # covariance of the nonlinear parameters (variable projection Jacobian)
+    J = res.jac
+    dof = max(1, resid.size - J.shape[1] - coef.size)
+    s2 = float(resid @ resid) / dof
+    try:
+        cov = np.linalg.pinv(J.T @ J) * s2
+    except np.linalg.LinAlgError:
+        cov = np.full((J.shape[1], J.shape[1]), np.nan)
+
+    # p = 1 / sqrt(det W) / b; gradient w.r.t. (e1, e2, e3) numerically
+    def _p(th: np.ndarray) -> float:
+        Wt = np.array([[1.0 + th[0], th[2]], [th[2], 1.0 + th[1]]]) / pb
+        return 1.0 / math.sqrt(float(np.linalg.det(Wt))) / b
+
+    g = np.zeros(J.shape[1])
+    for k in range(3):
+        dt = np.zeros(J.shape[1])
+        dt[k] = 1e-6
+        g[k] = (_p(res.x + dt) - _p(res.x - dt)) / 2e-6
+    se = float(math.sqrt(max(float(g @ cov @ g), 0.0)))
+    # ring amplitudes: mean over sectors; standard errors from each sector's linear part
+    w = model.d.weight
+    Xw = X * w[:, None]
+    nr = len(radii)
+    amp_var = np.zeros(nr)
+    n_sec = 0
+    for sl in model.d.sector_slices:
+        if sl.stop <= sl.start:
+            continue
+        n_sec += 1
+        Xk = Xw[sl]
+        try:
+            ck = np.linalg.pinv(Xk.T @ Xk) * s2
+            amp_var += np.maximum(np.diag(ck)[:nr], 0.0)
+        except np.linalg.LinAlgError:
+            amp_var += np.nan
+    amp_mean = coef[:, :nr].sum(axis=0) / max(n_sec, 1)
+    amp_se = np.sqrt(amp_var) / max(n_sec, 1)
+    p_iso = geom.pixel_size_A
+    ring_fits = []
+    for j, hkl in enumerate(hkls):
+        amp = float(amp_mean[j])
+        ring_fits.append(
+            RingFit(
+                hkl=_HKL.get(hkl, "".join(map(str, hkl))),
+                d_A=float(1.0 / radii[j]),
+                radius_cycles_per_px=float(p_iso * radii[j]),
+                width_per_A=float(par["w"][j]),
+                amplitude=amp,
+                snr=float(amp / amp_se[j]) if amp_se[j] > 0 else float("inf"),
+                aliased=bool(p_iso * radii[j] * (1 + geom.anisotropy_percent / 200) > 0.5),
+            )
+        )
+    if not any(r.snr > 5.0 and r.amplitude > 0 for r in ring_fits):
+        raise CalibrationError(
+            "no gold lattice rings found: the fitted rings are not significant (SNR <= 5)"
+        )
+    rows_coef = coef[model.d.sector]
+    model_vals = np.einsum("ij,ij->i", X, rows_coef)
+    s = model.s(W)
+    diagnostics = {
+        "s_per_A": s,
+        "data": model.d.y,
+        "model": model_vals,
+        "background": np.einsum("ij,ij->i", X[:, nr:], rows_coef[:, nr:]),
+        "radii_per_A": radii,
+        "hkl": [r.hkl for r in ring_fits],
+        "W": W,
+        "binned_pixel_size_A": pb,
+        "tile_size": n,
+        "binning": b,
+    }
+    return ImagePixelSize(
+        file=name,
+        pixel_matrix_A=((float(M[0, 0]), float(M[0, 1])), (float(M[1, 0]), float(M[1, 1]))),
+        pixel_size_A=p_iso,
+        pixel_size_se_A=se,
+        pixel_major_A=geom.pixel_major_A,
+        pixel_minor_A=geom.pixel_minor_A,
+        anisotropy_percent=geom.anisotropy_percent,
+        major_angle_deg=geom.major_angle_deg,
+        rings=tuple(ring_fits),
+        search_significance=found.significance,
+        defocus_phase_a=float(par.get("a", 0.0)),
+        tile_size=n,
+        binning=b,
+        n_samples=int(model.d.y.size),
+        header_pixel_size_A=meta.pixel_size_A if meta is not None else None,
+        header_magnification=meta.magnification if meta is not None else None,
+        diagnostics=diagnostics,
+    )
+
+
+def estimate_pixel_size(
+    images: Sequence[np.ndarray | ImageData | str | Path] | np.ndarray | str | Path,
+    *,
+    lattice_constant_A: float | None = None,
+    temperature_K: float | None = None,
+    guess_pixel_size_A: float | None = None,
+    rings: str | Sequence[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+    fit_ctf: bool = True,
+) -> PixelSizeResult:
+    """Joint pixel size and anisotropic magnification from one or more gold images.
+
+    Parameters
+    ----------
+    images : sequence of (numpy.ndarray, ImageData, str, Path), or one of them
+        Images of gold (2-D arrays ``[y, x]``, movies summed, or files).
+    lattice_constant_A : float, optional
+        Gold lattice constant in Å; overrides the temperature.
+    temperature_K : float, optional
+        Specimen temperature in K for the lattice constant (default 293 K, room
+        temperature; cryo users pass 80). Giving both options is an error.
+    guess_pixel_size_A : float, optional
+        Rough pixel size in Å/px (the search stays within a factor 1.25).
+    rings : str or sequence of str, optional
+        Reflections to use, e.g. ``"111,200,220"``.
+    progress : callable, optional
+        Called with ``1`` after each image.
+    fit_ctf : bool
+        Model the CTF modulation of the rings.
+
+    Returns
+    -------
+    PixelSizeResult
+        Joint estimate; the 95 % interval is Student-t over images when there are
+        several, else from the fit covariance (see ``ci_method``).
+    """
+    a_A, t_K = resolve_lattice_constant(lattice_constant_A, temperature_K)
+    _check_guess(guess_pixel_size_A)
+    hkls = parse_rings(rings if rings is None or isinstance(rings, str) else list(rings))
+    if isinstance(images, str | Path | ImageData) or (
+        isinstance(images, np.ndarray) and images.ndim == 2
+    ):
+        items: list[Any] = [images]
+    else:
+        items = list(images)
+    if not items:
+        raise InputError("no images given")
+    per: list[ImagePixelSize] = []
+    for i, item in enumerate(items):
+        img, meta, name = _load(item, i)
+        try:
+            per.append(_measure(img, meta, name, a_A, hkls, guess_pixel_size_A, fit_ctf))
+        except CalibrationError as exc:
+            label = name or f"image {i}"
+            raise CalibrationError(f"{label}: {exc}") from None
+        if progress is not None:
+            progress(1)
+    return combine_image_results(per, lattice_constant_A=a_A, temperature_K=t_K)
+
+
+def combine_image_results(
+    per: Sequence[ImagePixelSize], *, lattice_constant_A: float, temperature_K: float | None
+) -> PixelSizeResult:
+    """Joint estimate of several per-image results (mean pixel matrix, Student-t CI)."""
+    Ms = np.array([np.array(im.pixel_matrix_A) for im in per])
+    M = Ms.mean(axis=0)
+    geom = decompose_pixel_matrix(M)
+    n = len(per)
+    if n >= 2:
+        ps = np.array([im.pixel_size_A for im in per])
+        an = np.array([im.anisotropy_percent for im in per])
+        t = float(stats.t.ppf(0.975, n - 1))
+        ci = t * float(ps.std(ddof=1)) / math.sqrt(n)
+        ci_an = t * float(an.std(ddof=1)) / math.sqrt(n)
+        method = "student-t over images"
+    else:
+        ci = 1.96 * per[0].pixel_size_se_A
+        ci_an = float("nan")
+        method = "fit covariance (one image)"
+    # per-ring summary over images
+    ring_keys: dict[str, list[RingFit]] = {}
+    for im in per:
+        for r in im.rings:
+            ring_keys.setdefault(r.hkl, []).append(r)
+    rings = tuple(
+        RingFit(
+            hkl=k,
+            d_A=v[0].d_A,
+            radius_cycles_per_px=float(np.mean([r.radius_cycles_per_px for r in v])),
+            width_per_A=float(np.mean([r.width_per_A for r in v])),
+            amplitude=float(np.mean([r.amplitude for r in v])),
+            snr=float(math.sqrt(sum(r.snr**2 for r in v if math.isfinite(r.snr)))),
+            aliased=any(r.aliased for r in v),
+        )
+        for k, v in ring_keys.items()
+    )
+    return PixelSizeResult(
+        pixel_size_A=geom.pixel_size_A,
+        pixel_size_ci95_A=ci,
+        pixel_major_A=geom.pixel_major_A,
+        pixel_minor_A=geom.pixel_minor_A,
+        anisotropy_percent=geom.anisotropy_percent,
+        anisotropy_ci95_percent=ci_an,
+        major_angle_deg=geom.major_angle_deg,
+        pixel_matrix_A=((float(M[0, 0]), float(M[0, 1])), (float(M[1, 0]), float(M[1, 1]))),
+        lattice_constant_A=lattice_constant_A,
+        temperature_K=temperature_K,
+        rings=rings,
+        images=tuple(per),
+        ci_method=method,
+    )
+
+
+# keep the frequency helper importable for the plot
+_centred_frequencies = centred_frequencies

@@ -1,0 +1,211 @@
+"""``temcal pixel-size`` and ``temcal mag-table``: pixel size from gold lattice rings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from temcal.cli._common import cli_errors, err_console, out_console, progress_bar
+
+if TYPE_CHECKING:
+    from temcal.calibrate.pixel_size import PixelSizeResult
+
+_TEMPERATURE_HELP = (
+    "Specimen temperature in K, for the gold lattice constant (default 293 K, room "
+    "temperature: 4.0782 Å; cryo users pass --temperature 80: 4.0657 Å)."
+)
+
+
+def register(app: typer.Typer, simulate_app: typer.Typer) -> None:
+    """Add the ``pixel-size`` and ``mag-table`` commands."""
+    app.command("pixel-size")(pixel_size)
+    app.command("mag-table")(mag_table)
+
+
+@cli_errors
+def pixel_size(
+    images: Annotated[
+        list[Path], typer.Argument(help="Gold images (MRC, TIFF, DM3/DM4, SER/EMD).")
+    ],
+    lattice_constant: Annotated[
+        float | None,
+        typer.Option(
+            "--lattice-constant",
+            help="Gold lattice constant in Å (overrides --temperature; 4.0782 Å at 293 K).",
+        ),
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", help=_TEMPERATURE_HELP)
+    ] = None,
+    guess: Annotated[
+        float | None,
+        typer.Option("--guess", help="Rough pixel size in Å/px (the search stays within ×1.25)."),
+    ] = None,
+    rings: Annotated[
+        str | None,
+        typer.Option("--rings", help="Reflections to use, e.g. 111,200,220 (default: all)."),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the results as JSON here.")
+    ] = None,
+    plot_path: Annotated[
+        Path | None, typer.Option("--plot", help="Write a diagnostic plot (PNG/PDF) here.")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing output files.")
+    ] = False,
+) -> None:
+    """Measure the pixel size and magnification anisotropy from gold lattice rings."""
+    from temcal.calibrate.pixel_size import estimate_pixel_size, resolve_lattice_constant
+    from temcal.io.output import check_output_path, write_json
+    from temcal.physics.gold import parse_rings
+
+    # validate every option and output before any work
+    resolve_lattice_constant(lattice_constant, temperature)
+    parse_rings(rings)
+    for p in (json_path, plot_path):
+        if p is not None:
+            check_output_path(p, overwrite=overwrite)
+    if json_path is not None and plot_path is not None and json_path == plot_path:
+        from temcal.errors import InputError
+
+        raise InputError("--json and --plot must be different files")
+    with progress_bar("measuring gold rings", len(images)) as advance:
+        result = estimate_pixel_size(
+            list(images),
+            lattice_constant_A=lattice_constant,
+            temperature_K=temperature,
+            guess_pixel_size_A=guess,
+            rings=rings,
+            progress=advance,
+        )
+    _print_result(result)
+    if plot_path is not None:
+        from temcal.report.pixel_size_plot import plot_pixel_size
+
+        plot_pixel_size(result, plot_path, overwrite=overwrite)
+    if json_path is not None:
+        write_json(json_path, result.to_dict(), overwrite=overwrite)
+    for p in (json_path, plot_path):
+        if p is not None:
+            err_console.print(f"wrote {p}")
+
+
+def _print_result(result: PixelSizeResult) -> None:
+    from rich.table import Table
+
+    t = Table(title="Pixel size from gold lattice rings")
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    t.add_row("pixel size", f"{result.pixel_size_A:.5f} ± {result.pixel_size_ci95_A:.5f} Å/px")
+    t.add_row("major / minor", f"{result.pixel_major_A:.5f} / {result.pixel_minor_A:.5f} Å/px")
+    t.add_row("anisotropy", f"{result.anisotropy_percent:.3f} %")
+    t.add_row("major-axis angle", f"{result.major_angle_deg:.1f}° (from +x toward +y)")
+    t.add_row("lattice constant", f"{result.lattice_constant_A:.5f} Å")
+    t.add_row("95 % interval", result.ci_method)
+    out_console.print(t)
+    r = Table(title="Rings")
+    for c in ("hkl", "d (Å)", "radius (cycles/px)", "width (1/Å)", "SNR", "aliased"):
+        r.add_column(c, justify="right")
+    for ring in result.rings:
+        r.add_row(
+            ring.hkl,
+            f"{ring.d_A:.5f}",
+            f"{ring.radius_cycles_per_px:.5f}",
+            f"{ring.width_per_A:.4f}",
+            f"{ring.snr:.1f}",
+            "yes" if ring.aliased else "no",
+        )
+    out_console.print(r)
+    if result.n_images > 1:
+        im = Table(title="Images")
+        for c in ("file", "pixel size (Å/px)", "anisotropy (%)", "angle (°)"):
+            im.add_column(c, justify="right" if c != "file" else "left")
+        for x in result.images:
+            im.add_row(
+                str(x.file),
+                f"{x.pixel_size_A:.5f}",
+                f"{x.anisotropy_percent:.3f}",
+                f"{x.major_angle_deg:.1f}",
+            )
+        out_console.print(im)
+
+
+@cli_errors
+def mag_table(
+    csv_path: Annotated[Path, typer.Option("--csv", help="Write the calibration table here.")],
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="A folder with one subfolder per magnification (named by it, e.g. 105000 "
+            "or 105kx), or images whose headers give the magnification."
+        ),
+    ] = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            "--manifest",
+            help="CSV with columns path,magnification (relative paths are relative to the CSV).",
+        ),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Also write the table as JSON here.")
+    ] = None,
+    lattice_constant: Annotated[
+        float | None, typer.Option("--lattice-constant", help="Gold lattice constant in Å.")
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", help=_TEMPERATURE_HELP)
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Parallel processes (default: one per core).")
+    ] = 0,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing output files.")
+    ] = False,
+) -> None:
+    """Calibrate many magnifications at once: one pixel size per magnification group."""
+    from rich.table import Table
+
+    from temcal.calibrate.mag_table import (
+        calibrate_magnifications,
+        group_inputs,
+        mag_table_csv,
+    )
+    from temcal.calibrate.pixel_size import resolve_lattice_constant
+    from temcal.io.output import check_output_path, write_json, write_text
+
+    resolve_lattice_constant(lattice_constant, temperature)
+    check_output_path(csv_path, overwrite=overwrite)
+    if json_path is not None:
+        check_output_path(json_path, overwrite=overwrite)
+    groups = group_inputs(list(inputs or []), manifest=manifest)
+    n_images = sum(len(v) for v in groups.values())
+    err_console.print(f"{len(groups)} magnification(s), {n_images} image(s)")
+    with progress_bar("measuring", n_images) as advance:
+        rows = calibrate_magnifications(
+            groups,
+            lattice_constant_A=lattice_constant,
+            temperature_K=temperature,
+            workers=workers or None,
+            progress=advance,
+        )
+    t = Table(title="Magnification calibration")
+    for c in ("magnification", "n", "pixel size (Å/px)", "95 % CI", "anisotropy (%)", "angle"):
+        t.add_column(c, justify="right")
+    for row in rows:
+        t.add_row(
+            f"{row.magnification:g}",
+            str(row.n_images),
+            f"{row.pixel_size_A:.5f}",
+            f"± {row.pixel_size_ci95_A:.5f}",
+            f"{row.anisotropy_percent:.3f}",
+            f"{row.major_angle_deg:.1f}°",
+        )
+    out_console.print(t)
+    write_text(csv_path, mag_table_csv(rows), overwrite=overwrite)
+    if json_path is not None:
+        write_json(json_path, {"magnifications": [r.to_dict() for r in rows]}, overwrite=overwrite)
+    err_console.print(f"wrote {csv_path}" + (f" and {json_path}" if json_path else ""))
