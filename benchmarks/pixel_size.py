@@ -83,12 +83,9 @@ SIM_VERSION = "gold-v2"
 
 
 def _case_key(case: Case, size: int, index: int) -> str:
-    src = (ROOT / "src" / "temcal" / "simulate" / "gold.py").read_bytes()
-    src += (ROOT / "src" / "temcal" / "simulate" / "imaging.py").read_bytes()
-    h = hashlib.sha1(
-        json.dumps([asdict(case), size, index, SIM_VERSION]).encode() + src
-    ).hexdigest()[:10]
-    return f"{case.name}_{size}_{index}_{h}"
+    """Cache name of one image; bump SIM_VERSION when the forward model changes."""
+    h = hashlib.sha1(json.dumps([asdict(case), size, index, SIM_VERSION]).encode()).hexdigest()
+    return f"{case.name}_{size}_{index}_{h[:10]}"
 
 
 def _generate(args: tuple[Case, int, int, str]) -> dict:
@@ -121,45 +118,88 @@ def _generate(args: tuple[Case, int, int, str]) -> dict:
     seconds = time.perf_counter() - t0
     write_mrc(mrc, sim.image, pixel_size_A=sim.pixel_size_A, overwrite=True)
     truth = sim.truth()
-    truth.update({"file": str(mrc), "case": case.name, "simulate_seconds": seconds})
+    truth.update(
+        {
+            "file": str(mrc),
+            "case": case.name,
+            "simulate_seconds": seconds,
+            "load_average": os.getloadavg()[0],
+        }
+    )
     meta.write_text(json.dumps(truth))
     return truth
 
 
-def _run_temcal(files: list[dict]) -> dict[str, dict]:
+def _run_temcal(files: list[dict], budget_s: float) -> dict[str, dict]:
+    """Measure each image alone; round-robin over cases so a time budget cuts evenly."""
     try:
         from temcal.calibrate.pixel_size import estimate_pixel_size
     except ImportError as exc:
         return {"__pending__": {"error": f"temcal estimator not available: {exc}"}}
     out: dict[str, dict] = {}
-    seen_cases: set[str] = set()
-    for truth in files:
+    by_index = sorted(files, key=lambda t: (int(Path(t["file"]).stem.split("_")[2]), t["case"]))
+    t_start = time.perf_counter()
+    for k, truth in enumerate(by_index):
         f = truth["file"]
+        if time.perf_counter() - t_start > budget_s:
+            out[f] = {"skipped": "time budget"}
+            continue
         try:
-            t0 = time.perf_counter()
+            if k == 0:
+                tracemalloc.start()
+                estimate_pixel_size([f], lattice_constant_A=LATTICE_A)
+                peak = tracemalloc.get_traced_memory()[1] / 2**20
+                tracemalloc.stop()
+            t0, c0 = time.perf_counter(), time.process_time()
             res = estimate_pixel_size([f], lattice_constant_A=LATTICE_A)
-            seconds = time.perf_counter() - t0
             row = {
                 "pixel_size_A": res.pixel_size_A,
                 "anisotropy_percent": res.anisotropy_percent,
                 "major_angle_deg": res.major_angle_deg,
-                "seconds": seconds,
+                "seconds": time.perf_counter() - t0,
+                "cpu_seconds": time.process_time() - c0,
             }
-            if truth["case"] not in seen_cases:
-                seen_cases.add(truth["case"])
-                tracemalloc.start()
-                estimate_pixel_size([f], lattice_constant_A=LATTICE_A)
-                row["peak_MiB"] = tracemalloc.get_traced_memory()[1] / 2**20
-                tracemalloc.stop()
+            if k == 0:
+                row["peak_MiB"] = peak
         except Exception as exc:
             row = {"error": f"{type(exc).__name__}: {exc}"}
         out[f] = row
     return out
 
 
-def _run_magcalem(files: list[dict], python: str) -> dict[str, dict]:
+def _time_simulator(case: Case, size: int) -> dict:
+    """Wall and CPU time of one (uncached) simulation in this process, one thread."""
+    from temcal.simulate.gold import simulate_gold_image
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    tracemalloc.start()
+    sim = simulate_gold_image(
+        (size, size),
+        pixel_size_A=case.pixel_size_A,
+        anisotropy_percent=case.anisotropy_percent,
+        major_angle_deg=case.major_angle_deg,
+        kind=case.kind,  # type: ignore[arg-type]
+        grain_size_nm=case.grain_size_nm,
+        grain_thickness_nm=case.grain_thickness_nm,
+        coverage=case.coverage,
+        defocus_A=case.defocus_A,
+        dose_e_per_A2=case.dose_e_per_A2,
+        rng=np.random.default_rng(0),
+    )
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    return {
+        "wall_s": time.perf_counter() - t0,
+        "cpu_s": time.process_time() - c0,
+        "peak_MiB": peak,
+        "n_atoms": sim.n_atoms,
+    }
+
+
+def _start_magcalem(files: list[dict], python: str, tmp: str) -> subprocess.Popen | str:
+    """Start the magCalEM runner in a subprocess (it runs while temcal measures)."""
     if not Path(python).exists():
-        return {"__pending__": {"error": f"{python} not found (install magCalEM 1.3.6 there)"}}
+        return f"{python} not found (install magCalEM 1.3.6 there)"
     jobs = []
     aniso_done: set[str] = set()
     for truth in files:
@@ -174,21 +214,27 @@ def _run_magcalem(files: list[dict], python: str) -> dict[str, dict]:
                 "aniso": aniso,
             }
         )
-    with tempfile.TemporaryDirectory() as tmp:
-        jp, op = Path(tmp) / "jobs.json", Path(tmp) / "out.json"
-        jp.write_text(json.dumps(jobs))
-        env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", MPLBACKEND="Agg")
-        proc = subprocess.run(
-            [python, str(ROOT / "benchmarks" / "_magcalem_runner.py"), str(jp), str(op)],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-        )
-        if proc.returncode != 0 or not op.exists():
-            err = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            return {"__pending__": {"error": f"magCalEM runner failed: {err[0]}"}}
-        return {r["file"]: r for r in json.loads(op.read_text())}
+    jp, op = Path(tmp) / "jobs.json", Path(tmp) / "out.json"
+    jp.write_text(json.dumps(jobs))
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", MPLBACKEND="Agg")
+    return subprocess.Popen(
+        [python, str(ROOT / "benchmarks" / "_magcalem_runner.py"), str(jp), str(op)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _finish_magcalem(proc: subprocess.Popen | str, tmp: str) -> dict[str, dict]:
+    if isinstance(proc, str):
+        return {"__pending__": {"error": proc}}
+    stdout, stderr = proc.communicate()
+    op = Path(tmp) / "out.json"
+    if proc.returncode != 0 or not op.exists():
+        err = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
+        return {"__pending__": {"error": f"magCalEM runner failed: {err[0]}"}}
+    return {r["file"]: r for r in json.loads(op.read_text())}
 
 
 def _pct(measured: float | None, truth: float) -> float:
@@ -217,6 +263,10 @@ def main() -> None:
     ap.add_argument("--magcalem-python", default="/work/magcalem-venv/bin/python")
     ap.add_argument("--no-magcalem", action="store_true")
     ap.add_argument("--jobs", type=int, default=2, help="parallel simulations")
+    ap.add_argument(
+        "--temcal-budget-min", type=float, default=9.0, help="stop temcal after this long"
+    )
+    ap.add_argument("--generate-only", action="store_true", help="only fill the image cache")
     args = ap.parse_args()
     cases = QUICK_CASES if args.quick else CASES
     size, n_img = (2048, 1) if args.quick else (4096, 3)
@@ -227,31 +277,38 @@ def main() -> None:
         truths = list(pool.map(_generate, work))
     t_gen = time.perf_counter() - t_start
     print(f"simulated/cached {len(truths)} images in {t_gen:.0f} s", file=sys.stderr)
-    tem = _run_temcal(truths)
-    print("temcal done", file=sys.stderr)
-    mag = (
-        {"__pending__": {"error": "skipped (--no-magcalem)"}}
-        if args.no_magcalem
-        else _run_magcalem(truths, args.magcalem_python)
-    )
+    if args.generate_only:
+        return
+    timed_case = max(cases, key=lambda c: c.pixel_size_A)  # widest field: most atoms
+    sim_timing = _time_simulator(timed_case, size)
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = (
+            "skipped (--no-magcalem)"
+            if args.no_magcalem
+            else _start_magcalem(truths, args.magcalem_python, tmp)
+        )
+        tem = _run_temcal(truths, 60.0 * args.temcal_budget_min)
+        print("temcal done", file=sys.stderr)
+        mag = _finish_magcalem(proc, tmp)
     print("magCalEM done", file=sys.stderr)
     t_total = time.perf_counter() - t_start
 
     rows = []
     all_t, all_m, aniso_t, angle_t, aniso_m, angle_m = [], [], [], [], [], []
-    times, mtimes, peaks, sim_times = [], [], [], []
+    times, mtimes, peaks, sim_times, loads = [], [], [], [], []
     for case in cases:
         ct = [t for t in truths if t["case"] == case.name]
         e_t, e_m, a_t, g_t, a_m, g_m = [], [], [], [], [], []
         for t in ct:
             sim_times.append(t["simulate_seconds"])
+            loads.append(t.get("load_average", math.nan))
             r = tem.get(t["file"], {})
             if "pixel_size_A" in r:
                 e_t.append(_pct(r["pixel_size_A"], t["pixel_size_A"]))
                 a_t.append(r["anisotropy_percent"] - t["anisotropy_percent"])
                 if t["anisotropy_percent"] >= 0.5:
                     g_t.append(_angle_err(r["major_angle_deg"], t["major_angle_deg"]))
-                times.append(r["seconds"])
+                times.append(r["cpu_seconds"])
                 if "peak_MiB" in r:
                     peaks.append(r["peak_MiB"])
             m = mag.get(t["file"], {})
@@ -307,8 +364,16 @@ def main() -> None:
         errs = [r["error"] for k, r in res.items() if k != "__pending__" and "error" in r]
         if errs:
             notes.append(f"- {label}: {len(errs)} image(s) failed, e.g. `{errs[0][:150]}`.")
+        skipped = [k for k, r in res.items() if "skipped" in r]
+        if skipped:
+            notes.append(
+                f"- {label}: {len(skipped)} image(s) not measured (time budget "
+                f"{args.temcal_budget_min:g} min; images taken round-robin over cases)."
+            )
         failed_px = [
-            k for k, r in res.items() if k != "__pending__" and r.get("pixel_size_A") is None
+            k
+            for k, r in res.items()
+            if k != "__pending__" and "skipped" not in r and r.get("pixel_size_A") is None
         ]
         if failed_px and "__pending__" not in res and not errs:
             notes.append(f"- {label}: no pixel size for {len(failed_px)} image(s).")
@@ -337,17 +402,21 @@ def main() -> None:
         f"| angle error for anisotropy >= 0.5 %, median / max (°) | "
         f"{_fmt(_agg(angle_t)[0], 1)} / {_fmt(_agg(angle_t)[1], 1)} | "
         f"{_fmt(_agg(angle_m)[0], 1)} / {_fmt(_agg(angle_m)[1], 1)} |",
-        f"| time per {size}² image, one core, median (s) | "
+        f"| time per {size}² image, one core, median (s; temcal: CPU time) | "
         f"{_fmt(float(np.median(times)) if times else math.nan, 2)} | "
         f"{_fmt(float(np.median(mtimes)) if mtimes else math.nan, 2)} (one ring, no "
         "anisotropy) |",
-        f"| peak memory of one estimate, max over cases (MiB, tracemalloc) | "
+        f"| peak memory of one estimate (first image, MiB, tracemalloc) | "
         f"{_fmt(max(peaks) if peaks else math.nan, 0)} | - |",
         "",
-        f"Simulator (`temcal.simulate.gold`, oversample 2, one FFT thread): median "
+        f"Simulator (`temcal.simulate.gold`, oversample 2, one thread): one {size}² image of "
+        f"case {timed_case.name} ({sim_timing['n_atoms']:.2g} atoms) took "
+        f"{sim_timing['cpu_s']:.1f} s CPU ({sim_timing['wall_s']:.1f} s wall), peak "
+        f"{sim_timing['peak_MiB']:.0f} MiB (tracemalloc). Cache fill: median "
         f"{_fmt(float(np.median(sim_times)), 1)} s per {size}² image (min "
-        f"{_fmt(min(sim_times), 1)}, max {_fmt(max(sim_times), 1)} s; measured when the "
-        f"cache was filled, {args.jobs} simulations in parallel). Whole script: "
+        f"{_fmt(min(sim_times), 1)}, max {_fmt(max(sim_times), 1)} s; wall time measured "
+        f"when the cache was filled, two simulations in parallel on the shared 2-core "
+        f"machine, load average {_fmt(float(np.median(loads)), 1)}). Whole script: "
         f"{t_total / 60:.1f} min (simulation/cache {t_gen / 60:.1f} min).",
         "",
         "magCalEM fits only the 111 ring and labels radial bins by their lower edge; its "
