@@ -11,7 +11,8 @@ argmax within the guess window, Voigt + linear refinement) with the GUI's defaul
 ``aniso_params.csv`` (pixel size on the major and minor axis, angle in rad).
 
 Usage: python _magcalem_runner.py JOBS.json OUT.json, where JOBS.json is a list of
-{"file", "px_guess", "lattice_res", "aniso"}.
+{"file", "px_guess", "lattice_res", "aniso", "aniso_only", "deadline"} (deadline: epoch
+seconds after which the remaining jobs are skipped).
 """
 
 from __future__ import annotations
@@ -58,11 +59,12 @@ def _measure(job: dict) -> dict:
             os.remove(os.path.join(ps_dir, name[:-4] + "_PS.mrc"))
             with mrcfile.new(os.path.join(ps_dir, name[:-4] + "_PS.mrc")) as mrc:
                 mrc.set_data(np.float32(ps))
-        px, _ = measurePxAvg.method2(
-            ps, d111, guess, 37, False, ps_dir, name, write_dir, False, aliased
-        )
-        out["pixel_size_A"] = float(px) if px > 0 else None
-        out["seconds"] = time.perf_counter() - t0
+        if not job.get("aniso_only"):
+            px, _ = measurePxAvg.method2(
+                ps, d111, guess, 37, False, ps_dir, name, write_dir, False, aliased
+            )
+            out["pixel_size_A"] = float(px) if px > 0 else None
+            out["seconds"] = time.perf_counter() - t0
         out["aliased"] = aliased
         out["fft_size"] = n
         if job.get("aniso"):
@@ -100,10 +102,13 @@ def main() -> None:
     jobs = json.load(open(sys.argv[1]))
     results = []
     for job in jobs:
+        if time.time() > job.get("deadline", math.inf):
+            results.append({"file": job["file"], "skipped": "time budget", **job})
+            continue
         try:
             # magCalEM prints progress; keep stdout clean for nothing but our JSON file.
             sys.stdout = open(os.devnull, "w")
-            results.append(_measure(job))
+            results.append({**_measure(job), "aniso_only": bool(job.get("aniso_only"))})
         except Exception as exc:
             results.append({"file": job["file"], "error": f"{type(exc).__name__}: {exc}"})
         finally:

@@ -130,6 +130,11 @@ def _generate(args: tuple[Case, int, int, str]) -> dict:
     return truth
 
 
+def _round_robin(files: list[dict]) -> list[dict]:
+    """First image of every case, then the second, ... (so a time budget cuts evenly)."""
+    return sorted(files, key=lambda t: (int(Path(t["file"]).stem.split("_")[2]), t["case"]))
+
+
 def _run_temcal(files: list[dict], budget_s: float) -> dict[str, dict]:
     """Measure each image alone; round-robin over cases so a time budget cuts evenly."""
     try:
@@ -137,7 +142,7 @@ def _run_temcal(files: list[dict], budget_s: float) -> dict[str, dict]:
     except ImportError as exc:
         return {"__pending__": {"error": f"temcal estimator not available: {exc}"}}
     out: dict[str, dict] = {}
-    by_index = sorted(files, key=lambda t: (int(Path(t["file"]).stem.split("_")[2]), t["case"]))
+    by_index = _round_robin(files)
     t_start = time.perf_counter()
     for k, truth in enumerate(by_index):
         f = truth["file"]
@@ -196,24 +201,28 @@ def _time_simulator(case: Case, size: int) -> dict:
     }
 
 
-def _start_magcalem(files: list[dict], python: str, tmp: str) -> subprocess.Popen | str:
+def _start_magcalem(
+    files: list[dict], python: str, tmp: str, budget_s: float
+) -> subprocess.Popen | str:
     """Start the magCalEM runner in a subprocess (it runs while temcal measures)."""
     if not Path(python).exists():
         return f"{python} not found (install magCalEM 1.3.6 there)"
-    jobs = []
+    deadline = time.time() + budget_s
+    files = _round_robin(files)
+    jobs = [
+        {
+            "file": t["file"],
+            "px_guess": round(t["pixel_size_A"], 2),
+            "lattice_res": D111,
+            "deadline": deadline,
+        }
+        for t in files
+    ]
     aniso_done: set[str] = set()
-    for truth in files:
-        aniso = truth["anisotropy_percent"] >= 0.5 and truth["case"] not in aniso_done
-        if aniso:
-            aniso_done.add(truth["case"])
-        jobs.append(
-            {
-                "file": truth["file"],
-                "px_guess": round(truth["pixel_size_A"], 2),
-                "lattice_res": D111,
-                "aniso": aniso,
-            }
-        )
+    for t in files:  # the slow wedge fit: one image per anisotropic case, at the end
+        if t["anisotropy_percent"] >= 0.5 and t["case"] not in aniso_done:
+            aniso_done.add(t["case"])
+            jobs.append({**jobs[files.index(t)], "aniso": True, "aniso_only": True})
     jp, op = Path(tmp) / "jobs.json", Path(tmp) / "out.json"
     jp.write_text(json.dumps(jobs))
     env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", MPLBACKEND="Agg")
@@ -234,7 +243,16 @@ def _finish_magcalem(proc: subprocess.Popen | str, tmp: str) -> dict[str, dict]:
     if proc.returncode != 0 or not op.exists():
         err = (stderr or stdout).strip().splitlines()[-1:] or ["no output"]
         return {"__pending__": {"error": f"magCalEM runner failed: {err[0]}"}}
-    return {r["file"]: r for r in json.loads(op.read_text())}
+    out: dict[str, dict] = {}
+    for r in json.loads(op.read_text()):
+        if r.get("aniso_only"):
+            an = r.get("aniso")
+            out.setdefault(r["file"], {})["aniso"] = (
+                an if isinstance(an, dict) else {"error": r.get("error") or r.get("skipped")}
+            )
+        else:
+            out[r["file"]] = {**out.get(r["file"], {}), **r}
+    return out
 
 
 def _pct(measured: float | None, truth: float) -> float:
@@ -264,7 +282,10 @@ def main() -> None:
     ap.add_argument("--no-magcalem", action="store_true")
     ap.add_argument("--jobs", type=int, default=2, help="parallel simulations")
     ap.add_argument(
-        "--temcal-budget-min", type=float, default=9.0, help="stop temcal after this long"
+        "--budget-min",
+        type=float,
+        default=9.0,
+        help="time budget of each measurement (temcal, magCalEM; they run concurrently)",
     )
     ap.add_argument("--generate-only", action="store_true", help="only fill the image cache")
     args = ap.parse_args()
@@ -285,9 +306,9 @@ def main() -> None:
         proc = (
             "skipped (--no-magcalem)"
             if args.no_magcalem
-            else _start_magcalem(truths, args.magcalem_python, tmp)
+            else _start_magcalem(truths, args.magcalem_python, tmp, 60.0 * args.budget_min)
         )
-        tem = _run_temcal(truths, 60.0 * args.temcal_budget_min)
+        tem = _run_temcal(truths, 60.0 * args.budget_min)
         print("temcal done", file=sys.stderr)
         mag = _finish_magcalem(proc, tmp)
     print("magCalEM done", file=sys.stderr)
@@ -368,7 +389,7 @@ def main() -> None:
         if skipped:
             notes.append(
                 f"- {label}: {len(skipped)} image(s) not measured (time budget "
-                f"{args.temcal_budget_min:g} min; images taken round-robin over cases)."
+                f"{args.budget_min:g} min; images taken round-robin over cases)."
             )
         failed_px = [
             k
