@@ -163,8 +163,9 @@ class ImagePixelSize:
         Fitted reflections.
     search_significance : float
         How far the best candidate of the ring search stood out (robust z-score).
-    defocus_phase_a : float
-        Fitted CTF phase slope ``a`` (rad Å²) of the ring modulation (diagnostic).
+    defocus_A : float or None
+        Defocus (Å, underfocus positive) of the CTF modulation fitted across the rings
+        (``None`` when the fit without it was better).
     tile_size : int
         Spectrum tile size used in the fit.
     binning : int
@@ -187,7 +188,7 @@ class ImagePixelSize:
     major_angle_deg: float
     rings: tuple[RingFit, ...]
     search_significance: float
-    defocus_phase_a: float
+    defocus_A: float | None
     tile_size: int
     binning: int
     n_samples: int
@@ -369,9 +370,7 @@ def _log_profile(spec: np.ndarray, fmax: float) -> tuple[np.ndarray, np.ndarray]
     """
     n = spec.shape[0]
     fmin = 6.0 / n
-    u = unfold_spectrum(
-        spec, max_frequency=fmax, min_frequency=fmin, min_alias_base_frequency=0.06
-    )
+    u = unfold_spectrum(spec, max_frequency=fmax, min_frequency=fmin, min_alias_base_frequency=0.06)
     r = np.hypot(u.qx, u.qy)
     bw = 0.5 / n
     b = ((r - fmin) / bw).astype(np.int64)
@@ -457,7 +456,7 @@ def _search_pixel_size(
                     hi_o = min(hi_o, o - 0.04)
             if hi_o - lo_o < 0.01:
                 continue
-            k0, k1 = int(round(lo_o / dx)), int(round(hi_o / dx))
+            k0, k1 = round(lo_o / dx), round(hi_o / dx)
             size = k1 - k0 + 1
             mf = ndimage.maximum_filter1d(z0, size=size, mode="nearest")
             shift = (k0 + k1) // 2  # window centred at offset (k0 + k1) / 2
@@ -530,8 +529,18 @@ class _RingModel:
     """Variable-projection model of the spectrum samples near the rings."""
 
     def __init__(
-        self, data: _FitData, radii: np.ndarray, p0: float, s_ref: float, with_ctf: bool
+        self,
+        data: _FitData,
+        radii: np.ndarray,
+        p0: float,
+        s_ref: float,
+        with_ctf: bool,
+        optics: tuple[float, float] = (300.0, 2.7),
     ) -> None:
+        from temcal.physics.wavelength import calculate_wavelength_A
+
+        self.lam = calculate_wavelength_A(optics[0])
+        self.cs_A = optics[1] * 1e7
         self.d = data
         self.radii = radii  # 1/d of used rings (Å⁻¹)
         self.p0 = p0
@@ -550,8 +559,8 @@ class _RingModel:
             "beta": th[4 + nr] / self.s_ref,
         }
         if self.with_ctf:
-            out["a"], out["b"], out["c"] = th[5 + nr], th[6 + nr], th[7 + nr]
-            out["gamma"] = 0.5 * (1.0 + math.tanh(th[8 + nr]))
+            out["defocus_A"], out["c"] = th[5 + nr] * 1e4, th[6 + nr]
+            out["gamma"] = 0.5 * (1.0 + math.tanh(th[7 + nr]))
         return out
 
     def s(self, W: np.ndarray) -> np.ndarray:
@@ -561,8 +570,13 @@ class _RingModel:
     def modulation(self, s: np.ndarray, par: dict[str, Any]) -> np.ndarray:
         m = np.exp(-par["beta"] * (s - self.s_ref))
         if self.with_ctf:
-            u = s * s - self.s_ref**2
-            chi = par["c"] + par["a"] * u + par["b"] * u * u
+            s2 = s * s
+            lam = self.lam
+            chi = (
+                par["c"]
+                + math.pi * lam * par["defocus_A"] * s2
+                - 0.5 * math.pi * self.cs_A * lam**3 * s2 * s2
+            )
             m = m * (1.0 - par["gamma"] * np.cos(2.0 * chi))
         return m
 
@@ -575,10 +589,12 @@ class _RingModel:
             rj = self.radii[j]
             prof = _pseudo_voigt(s - rj, par["w"][j], par["eta"])
             cols.append(prof * (rj / s) ** RING_GEOMETRY_EXPONENT * mod)
-        for k, (lo, hi) in enumerate(self.d.seg_range):
-            inseg = self.d.seg == k
+        segs = [self.d.seg == k for k in range(len(self.d.seg_range))]
+        for inseg in segs:  # per-sector background level of each segment
+            cols.append(inseg.astype(float))
+        for inseg, (lo, hi) in zip(segs, self.d.seg_range, strict=True):
             t = np.where(inseg, (2.0 * s - lo - hi) / (hi - lo), 0.0)
-            for deg in range(4):
+            for deg in (1, 2, 3):  # shared background shape
                 cols.append(np.where(inseg, t**deg, 0.0))
         return np.stack(cols, axis=1), s
 
@@ -594,23 +610,28 @@ class _RingModel:
         Xw = X * w[:, None]
         yw = self.d.y * w
         c = X.shape[1]
-        coef = np.zeros((self.d.n_sectors, c))
-        fitted = np.zeros_like(yw)
-        for k, sl in enumerate(self.d.sector_slices):
-            if sl.stop <= sl.start:
-                continue
-            Xk, yk = Xw[sl], yw[sl]
-            norm = np.sqrt(np.einsum("ij,ij->j", Xk, Xk))
-            live = norm > 1e-12 * max(float(norm.max()), 1e-300)
-            Xn = Xk[:, live] / norm[live]
-            A = Xn.T @ Xn + 1e-10 * np.eye(Xn.shape[1])
-            try:
-                ck = np.linalg.solve(A, Xn.T @ yk) / norm[live]
-            except np.linalg.LinAlgError:
-                ck = np.linalg.lstsq(Xk[:, live], yk, rcond=None)[0]
-            coef[k, live] = ck
-            fitted[sl] = Xk[:, live] @ ck
-        return yw - fitted, coef, X
+        n_loc = self.nr + self.n_seg
+        K = self.d.n_sectors
+        m = X.shape[0]
+        full = np.zeros((m, K * n_loc + c - n_loc))
+        rows = np.arange(m)
+        for j in range(n_loc):
+            full[rows, self.d.sector * n_loc + j] = Xw[:, j]
+        full[:, K * n_loc :] = Xw[:, n_loc:]
+        norm = np.sqrt(np.einsum("ij,ij->j", full, full))
+        live = norm > 1e-12 * max(float(norm.max()), 1e-300)
+        Xn = full[:, live] / norm[live]
+        A = Xn.T @ Xn + 1e-10 * np.eye(Xn.shape[1])
+        sol = np.zeros(full.shape[1])
+        try:
+            sol[live] = np.linalg.solve(A, Xn.T @ yw) / norm[live]
+        except np.linalg.LinAlgError:
+            sol[live] = np.linalg.lstsq(full[:, live], yw, rcond=None)[0]
+        coef = np.zeros((K, c))
+        coef[:, :n_loc] = sol[: K * n_loc].reshape(K, n_loc)
+        coef[:, n_loc:] = sol[K * n_loc :]
+        self.last_full = full
+        return yw - full @ sol, coef, X
 
     def residual(self, th: np.ndarray) -> np.ndarray:
         return self.solve(th)[0]
@@ -681,7 +702,7 @@ def _collect(
             level[sel] = np.median(mv[sel])
     weight = np.sqrt(cnt) / np.maximum(level, 1e-30)
     ring_idx = sorted(j for _, _, js in segs for j in js)
-    n_amp = max(1, n_sectors // 2)
+    n_amp = 1
     phi = np.arctan2(my, mx)
     sector = np.minimum(((phi + np.pi) / (2 * np.pi) * n_amp).astype(np.int64), n_amp - 1)
     order = np.argsort(sector, kind="stable")
@@ -704,7 +725,7 @@ def _fit(
     th0: np.ndarray,
     lower: np.ndarray,
     upper: np.ndarray,
-    geom_span: float = 0.02,
+    geom_span: float = 0.012,
 ) -> optimize.OptimizeResult:
     lower, upper = lower.copy(), upper.copy()
     # the geometry may move only a little from its start (found by the search / stage 1)
@@ -717,7 +738,7 @@ def _fit(
         bounds=(lower, upper),
         x_scale="jac",
         method="trf",
-        max_nfev=100,
+        max_nfev=60,
         xtol=1e-10,
         ftol=1e-10,
     )
@@ -727,8 +748,8 @@ def _bounds(nr: int, with_ctf: bool) -> tuple[np.ndarray, np.ndarray]:
     lo = [-0.1, -0.1, -0.1, *([math.log(1e-4)] * nr), -3.0, -_BETA_MAX]
     hi = [0.1, 0.1, 0.1, *([math.log(0.06)] * nr), 3.0, _BETA_MAX]
     if with_ctf:
-        lo += [-np.inf, -np.inf, -np.inf, -3.0]
-        hi += [np.inf, np.inf, np.inf, 3.0]
+        lo += [-3.0, -np.inf, -3.0]
+        hi += [8.0, np.inf, 3.0]
     return np.array(lo, dtype=float), np.array(hi, dtype=float)
 
 
@@ -739,7 +760,9 @@ def measure_gold_rings(
     temperature_K: float | None = None,
     guess_pixel_size_A: float | None = None,
     rings: str | Sequence[str] | None = None,
-    fit_ctf: bool = True,
+    voltage_kV: float | None = None,
+    cs_mm: float = 2.7,
+    fit_ctf: bool = False,
 ) -> ImagePixelSize:
     """Measure the pixel matrix of one gold image from its lattice rings.
 
@@ -755,6 +778,12 @@ def measure_gold_rings(
         Rough pixel size (Å/px); the search then stays within a factor 1.25 of it.
     rings : str or sequence of str, optional
         Reflections to use, e.g. ``"111,200,220"``; default all that are measurable.
+    voltage_kV : float, optional
+        Accelerating voltage (kV) for the CTF model of the rings: the file header's
+        value when recorded, else 300 kV. Only the shape of the ring modulation
+        depends on it, not the pixel-size scale.
+    cs_mm : float
+        Spherical aberration (mm) for the CTF model of the rings (default 2.7).
     fit_ctf : bool
         Model the CTF modulation of the rings (recommended; off only for diagnostics).
 
@@ -774,7 +803,26 @@ def measure_gold_rings(
     _check_guess(guess_pixel_size_A)
     hkls = parse_rings(rings if rings is None or isinstance(rings, str) else list(rings))
     img, meta, name = _load(image, 0)
-    return _measure(img, meta, name, a_A, hkls, guess_pixel_size_A, fit_ctf)
+    return _measure(
+        img, meta, name, a_A, hkls, guess_pixel_size_A, _optics(meta, voltage_kV, cs_mm, fit_ctf)
+    )
+
+
+def _optics(
+    meta: ImageData | None, voltage_kV: float | None, cs_mm: float, fit_ctf: bool
+) -> tuple[float, float] | None:
+    from temcal.physics.wavelength import check_voltage_kV
+
+    if not fit_ctf:
+        return None
+    v = voltage_kV
+    if v is None and meta is not None and meta.voltage_kV is not None:
+        v = meta.voltage_kV
+    v = 300.0 if v is None else float(v)
+    check_voltage_kV(v)
+    if not math.isfinite(cs_mm) or not 0.0 <= cs_mm <= 20.0:
+        raise InputError(f"Cs {cs_mm!r} mm must lie in [0, 20] mm")
+    return (v, float(cs_mm))
 
 
 def _check_guess(guess: float | None) -> None:
@@ -795,7 +843,7 @@ def _measure(
     a_A: float,
     hkls: Sequence[tuple[int, int, int]],
     guess: float | None,
-    fit_ctf: bool,
+    optics: tuple[float, float] | None,
 ) -> ImagePixelSize:
     img = np.asarray(img, dtype=np.float32)
     d_all = np.array([d_spacing_A(h, a_A) for h in hkls])
@@ -823,18 +871,27 @@ def _measure(
         raise CalibrationError("no gold ring falls in the measurable frequency range")
     radii = radii_all[use]
     hk_used = [hkls[int(i)] for i in np.flatnonzero(use)]
-    bin_w = 0.25 / (n * pb)  # a quarter spectrum pixel, in Å⁻¹
+    bin_w = 0.4 / (n * pb)  # 0.4 spectrum pixel, in Å⁻¹
     # stage 1: each ring alone in the isotropic (unfolded) radial profile
     fit1 = _initial_rings(spec, pb, radii)
-    strong = _select_rings(fit1, radii)
+    strong = np.array([f is not None and f[3] > 3.0 for f in fit1])
     if not strong.any():
         raise CalibrationError(
             "no gold lattice rings found: no ring is significant in the spectrum fit"
         )
-    scale = float(
-        np.median([f[0] / r for f, r, k in zip(fit1, radii, strong, strict=True) if k and f])
-    )
+    consistent = _select_rings(fit1, radii)
+    # scale: the rings fitted alone when two or more agree, else the search's value
+    scale = 1.0
+    if consistent.sum() >= 2:
+        sc = float(
+            np.median(
+                [f[0] / r for f, r, k in zip(fit1, radii, consistent, strict=True) if k and f]
+            )
+        )
+        if abs(sc - 1.0) < 0.01:
+            scale = sc
     wj = np.array([f[1] for f, k in zip(fit1, strong, strict=True) if k and f])
+    wj = np.clip(wj, 0.002 * radii[strong], 0.03 * radii[strong])
     radii, hk_used = radii[strong], [h for h, k in zip(hk_used, strong, strict=True) if k]
     nr = len(radii)
     s_ref = float(radii[0])
@@ -869,8 +926,8 @@ def _measure(
     model2 = _RingModel(data2, radii2, pb, s_ref, with_ctf=False)
     lo2, hi2 = _bounds(nr2, False)
     res = _fit(model2, np.array(th_base), lo2, hi2)
-    if fit_ctf:
-        model_c = _RingModel(data2, radii2, pb, s_ref, with_ctf=True)
+    if optics is not None:
+        model_c = _RingModel(data2, radii2, pb, s_ref, with_ctf=True, optics=optics)
         res_c = _fit_ctf(model_c, res.x, nr2)
         if res_c is not None and res_c.cost < res.cost:
             model2, res = model_c, res_c
@@ -959,30 +1016,28 @@ def _initial_rings(
 
 
 def _fit_ctf(model: _RingModel, th_base: np.ndarray, nr: int) -> optimize.OptimizeResult | None:
-    """Fit with the CTF modulation from a grid of starting phase slopes."""
+    """Fit with the CTF modulation ``1 - gamma cos 2 chi`` from a grid of defoci.
+
+    ``chi = c + pi lambda dz s^2 - pi/2 Cs lambda^3 s^4`` with the given voltage and
+    Cs; the defocus ``dz`` (grid from -1 to 5 µm, then refined), the phase offset ``c``
+    and the modulation depth ``gamma`` are fitted.
+    """
     lo, hi = _bounds(nr, True)
-    d = model.d
     W0 = np.array([[1.0 + th_base[0], th_base[2]], [th_base[2], 1.0 + th_base[1]]]) / model.p0
     s = model.s(W0)
-    u = s * s - model.s_ref**2
-    span = float(u.max() - u.min())
-    # phase slopes resolvable by the sampling (a quarter-period per bin at most)
-    bin_u = 2.0 * float(np.median(s)) * float(np.median(np.abs(np.diff(np.sort(s))))) + 1e-12
-    # physical range: |pi lambda dz| up to ~3500 rad Å² (3 µm at 80 kV)
-    a_max = min(math.pi / 4.0 / bin_u, 3500.0)
-    n_grid = int(min(400, max(8, 2.0 * a_max * span / 0.5)))
+    span_s2 = float(np.percentile(s, 99) ** 2 - np.percentile(s, 1) ** 2)
+    step_um = 0.8 / (math.pi * model.lam * max(span_s2, 1e-6)) / 1e4
+    grid = np.arange(-1.0, 5.0, max(step_um, 0.005))
     best = None
-    base = [*th_base]
-    for a in np.linspace(-a_max, a_max, n_grid):
+    for dz in grid:
         for c in (0.0, math.pi / 2.0):
-            th = np.array([*base, a, 0.0, c, 0.0])
+            th = np.array([*th_base, dz, c, 0.0])
             r = float(np.sum(model.residual(th) ** 2))
             if best is None or r < best[0]:
                 best = (r, th)
-    del d
     assert best is not None
     try:
-        return _fit(model, best[1], lo, hi, geom_span=0.005)
+        return _fit(model, best[1], lo, hi, geom_span=0.01)
     except (ValueError, np.linalg.LinAlgError):
         return None
 
@@ -1026,24 +1081,25 @@ def _finish(
         dt[k] = 1e-6
         g[k] = (_p(res.x + dt) - _p(res.x - dt)) / 2e-6
     se = float(math.sqrt(max(float(g @ cov @ g), 0.0)))
-    # ring amplitudes: mean over sectors; standard errors from each sector's linear part
-    w = model.d.weight
-    Xw = X * w[:, None]
+    # ring amplitudes: inverse-variance mean over sectors and its standard error
     nr = len(radii)
-    amp_var = np.zeros(nr)
-    n_sec = 0
-    for sl in model.d.sector_slices:
-        if sl.stop <= sl.start:
-            continue
-        n_sec += 1
-        Xk = Xw[sl]
-        try:
-            ck = np.linalg.pinv(Xk.T @ Xk) * s2
-            amp_var += np.maximum(np.diag(ck)[:nr], 0.0)
-        except np.linalg.LinAlgError:
-            amp_var += np.nan
-    amp_mean = coef[:, :nr].sum(axis=0) / max(n_sec, 1)
-    amp_se = np.sqrt(amp_var) / max(n_sec, 1)
+    K = model.d.n_sectors
+    n_loc = nr + model.n_seg
+    full = model.last_full
+    try:
+        var = np.diag(np.linalg.pinv(full.T @ full)) * s2
+    except np.linalg.LinAlgError:
+        var = np.full(full.shape[1], np.nan)
+    amp_mean = np.zeros(nr)
+    amp_se = np.full(nr, np.inf)
+    for j in range(nr):
+        a = coef[:, j]
+        v = var[np.arange(K) * n_loc + j]
+        ok = np.isfinite(v) & (v > 0) & (np.abs(a) > 0)
+        if ok.any():
+            wv = 1.0 / v[ok]
+            amp_mean[j] = float(np.sum(a[ok] * wv) / np.sum(wv))
+            amp_se[j] = float(1.0 / math.sqrt(np.sum(wv)))
     p_iso = geom.pixel_size_A
     ring_fits = []
     for j, hkl in enumerate(hkls):
@@ -1055,7 +1111,7 @@ def _finish(
                 radius_cycles_per_px=float(p_iso * radii[j]),
                 width_per_A=float(par["w"][j]),
                 amplitude=amp,
-                snr=float(amp / amp_se[j]) if amp_se[j] > 0 else float("inf"),
+                snr=float(amp / amp_se[j]),
                 aliased=bool(p_iso * radii[j] * (1 + geom.anisotropy_percent / 200) > 0.5),
             )
         )
@@ -1089,7 +1145,7 @@ def _finish(
         major_angle_deg=geom.major_angle_deg,
         rings=tuple(ring_fits),
         search_significance=found.significance,
-        defocus_phase_a=float(par.get("a", 0.0)),
+        defocus_A=float(par["defocus_A"]) if "defocus_A" in par else None,
         tile_size=n,
         binning=b,
         n_samples=int(model.d.y.size),
@@ -1107,7 +1163,9 @@ def estimate_pixel_size(
     guess_pixel_size_A: float | None = None,
     rings: str | Sequence[str] | None = None,
     progress: Callable[[int], None] | None = None,
-    fit_ctf: bool = True,
+    voltage_kV: float | None = None,
+    cs_mm: float = 2.7,
+    fit_ctf: bool = False,
 ) -> PixelSizeResult:
     """Joint pixel size and anisotropic magnification from one or more gold images.
 
@@ -1126,6 +1184,10 @@ def estimate_pixel_size(
         Reflections to use, e.g. ``"111,200,220"``.
     progress : callable, optional
         Called with ``1`` after each image.
+    voltage_kV : float, optional
+        Accelerating voltage (kV) for the CTF model of the rings (header value, else 300).
+    cs_mm : float
+        Spherical aberration (mm) for the CTF model of the rings (default 2.7).
     fit_ctf : bool
         Model the CTF modulation of the rings.
 
@@ -1150,7 +1212,8 @@ def estimate_pixel_size(
     for i, item in enumerate(items):
         img, meta, name = _load(item, i)
         try:
-            per.append(_measure(img, meta, name, a_A, hkls, guess_pixel_size_A, fit_ctf))
+            optics = _optics(meta, voltage_kV, cs_mm, fit_ctf)
+            per.append(_measure(img, meta, name, a_A, hkls, guess_pixel_size_A, optics))
         except CalibrationError as exc:
             label = name or f"image {i}"
             raise CalibrationError(f"{label}: {exc}") from None

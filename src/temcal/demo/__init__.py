@@ -18,7 +18,7 @@ import numpy as np
 __all__ = ["DEMO_MODULES", "DemoLine", "run_demo"]
 
 #: Topic modules, run in this order.
-DEMO_MODULES: tuple[str, ...] = ()
+DEMO_MODULES: tuple[str, ...] = ("pixel_size",)
 
 
 @dataclass(frozen=True)

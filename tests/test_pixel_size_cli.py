@@ -1,0 +1,156 @@
+"""CLI of pixel-size and mag-table: JSON contract, tables, bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ring_synth import ring_image
+from typer.testing import CliRunner
+
+from temcal.cli.app import app
+from temcal.io.images import write_mrc
+
+runner = CliRunner()
+
+CONTRACT = {
+    "pixel_size_A",
+    "pixel_size_ci95_A",
+    "pixel_major_A",
+    "pixel_minor_A",
+    "anisotropy_percent",
+    "major_angle_deg",
+    "lattice_constant_A",
+    "rings",
+    "images",
+}
+
+
+@pytest.fixture(scope="module")
+def gold_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    d = tmp_path_factory.mktemp("gold")
+    rng = np.random.default_rng(7)
+    return [
+        write_mrc(
+            d / f"g{k}.mrc",
+            ring_image(512, pixel_size_A=0.8, anisotropy_percent=1.0, major_angle_deg=30, rng=rng),
+        )
+        for k in range(2)
+    ]
+
+
+def test_pixel_size_json_contract(gold_files: list[Path], tmp_path: Path) -> None:
+    out, plot = tmp_path / "r.json", tmp_path / "r.png"
+    res = runner.invoke(
+        app, ["pixel-size", *map(str, gold_files), "--json", str(out), "--plot", str(plot)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "pixel size" in res.stdout
+    d = json.loads(out.read_text())
+    assert CONTRACT <= set(d)
+    assert abs(d["pixel_size_A"] / 0.8 - 1) < 2e-3
+    assert abs(d["pixel_size_A"] - (d["pixel_major_A"] * d["pixel_minor_A"]) ** 0.5) < 1e-12
+    assert 0 <= d["major_angle_deg"] < 180
+    assert d["rings"][0]["hkl"] == "111"
+    assert [im["file"] for im in d["images"]] == [str(f) for f in gold_files]
+    assert all("pixel_size_A" in im for im in d["images"])
+    assert d["lattice_constant_A"] == pytest.approx(4.0782)
+    assert d["temperature_K"] == 293.0
+    assert plot.stat().st_size > 10_000
+    # an existing output is refused without --overwrite, and nothing is rewritten
+    before = out.read_text()
+    res = runner.invoke(app, ["pixel-size", str(gold_files[0]), "--json", str(out)])
+    assert res.exit_code != 0
+    assert "already exists" in res.output
+    assert out.read_text() == before
+    res = runner.invoke(
+        app,
+        ["pixel-size", str(gold_files[0]), "--json", str(out), "--overwrite", "--temperature", "80"],
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["lattice_constant_A"] == pytest.approx(4.06565, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lattice-constant", "4.07", "--temperature", "80"], "not both"),
+        (["--lattice-constant", "40"], "lattice constant"),
+        (["--guess", "1e6"], "absurd"),
+        (["--rings", "110"], "forbidden"),
+    ],
+)
+def test_bad_options(gold_files: list[Path], tmp_path: Path, args: list[str], message: str) -> None:
+    out = tmp_path / "r.json"
+    res = runner.invoke(app, ["pixel-size", str(gold_files[0]), *args, "--json", str(out)])
+    assert res.exit_code != 0
+    assert message in res.output
+    assert "Traceback" not in res.output
+    assert not out.exists()
+
+
+def test_bad_images(tmp_path: Path) -> None:
+    text = tmp_path / "notes.mrc"
+    text.write_text("not an image at all")
+    with pytest.warns(RuntimeWarning):
+        nan = write_mrc(tmp_path / "nan.mrc", np.full((128, 128), np.nan))
+    flat = write_mrc(tmp_path / "flat.mrc", np.ones((128, 128)))
+    noise = write_mrc(
+        tmp_path / "noise.mrc", np.random.default_rng(1).poisson(30, (512, 512)).astype(float)
+    )
+    for f, message in [
+        (text, "cannot read"),
+        (nan, "NaN"),
+        (flat, "blank"),
+        (noise, "no gold lattice rings found"),
+        (tmp_path / "missing.mrc", "no such file"),
+    ]:
+        out = tmp_path / "r.json"
+        res = runner.invoke(app, ["pixel-size", str(f), "--json", str(out)])
+        assert res.exit_code != 0, f
+        assert message in res.output, res.output
+        assert res.output.count("\n") <= 2
+        assert not out.exists()
+
+
+def test_mag_table_folders_and_manifest(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    root = tmp_path / "mags"
+    for mag, p in (("105000", 0.7), ("81kx", 0.9)):
+        (root / mag).mkdir(parents=True)
+        write_mrc(root / mag / "a.mrc", ring_image(512, pixel_size_A=p, rng=rng))
+    csv_path, json_path = tmp_path / "t.csv", tmp_path / "t.json"
+    res = runner.invoke(
+        app,
+        ["mag-table", str(root), "--csv", str(csv_path), "--json", str(json_path), "--workers", "1"],
+    )
+    assert res.exit_code == 0, res.output
+    lines = csv_path.read_text().splitlines()
+    assert lines[0].startswith("magnification,n_images,pixel_size_A,pixel_size_ci95_A")
+    rows = json.loads(json_path.read_text())["magnifications"]
+    assert [r["magnification"] for r in rows] == [81000.0, 105000.0]
+    assert abs(rows[0]["pixel_size_A"] / 0.9 - 1) < 2e-3
+    assert abs(rows[1]["pixel_size_A"] / 0.7 - 1) < 2e-3
+    # a manifest
+    man = tmp_path / "m.csv"
+    man.write_text("path,magnification\nmags/105000/a.mrc,105000\n")
+    out2 = tmp_path / "t2.csv"
+    res = runner.invoke(
+        app, ["mag-table", "--manifest", str(man), "--csv", str(out2), "--workers", "1"]
+    )
+    assert res.exit_code == 0, res.output
+    assert len(out2.read_text().splitlines()) == 2
+    # refuses to overwrite
+    res = runner.invoke(app, ["mag-table", str(root), "--csv", str(csv_path)])
+    assert res.exit_code != 0
+    assert "already exists" in res.output
+
+
+def test_mag_table_unknown_magnification(tmp_path: Path) -> None:
+    f = write_mrc(tmp_path / "x.mrc", ring_image(256, pixel_size_A=0.8, rng=np.random.default_rng(0)))
+    res = runner.invoke(app, ["mag-table", str(f), "--csv", str(tmp_path / "t.csv")])
+    assert res.exit_code != 0
+    assert "cannot tell its magnification" in res.output
+    assert not (tmp_path / "t.csv").exists()
