@@ -316,13 +316,12 @@ def main() -> None:
 
     rows = []
     all_t, all_m, aniso_t, angle_t, aniso_m, angle_m = [], [], [], [], [], []
-    times, mtimes, peaks, sim_times, loads = [], [], [], [], []
+    times, mtimes, peaks, sim_times = [], [], [], []
     for case in cases:
         ct = [t for t in truths if t["case"] == case.name]
         e_t, e_m, a_t, g_t, a_m, g_m = [], [], [], [], [], []
         for t in ct:
             sim_times.append(t["simulate_seconds"])
-            loads.append(t.get("load_average", math.nan))
             r = tem.get(t["file"], {})
             if "pixel_size_A" in r:
                 e_t.append(_pct(r["pixel_size_A"], t["pixel_size_A"]))
@@ -437,13 +436,23 @@ def main() -> None:
         f"{_fmt(float(np.median(sim_times)), 1)} s per {size}² image (min "
         f"{_fmt(min(sim_times), 1)}, max {_fmt(max(sim_times), 1)} s; wall time measured "
         f"when the cache was filled, two simulations in parallel on the shared 2-core "
-        f"machine, load average {_fmt(float(np.median(loads)), 1)}). Whole script: "
+        f"machine shared with other jobs). Whole script: "
         f"{t_total / 60:.1f} min (simulation/cache {t_gen / 60:.1f} min).",
         "",
         "magCalEM fits only the 111 ring and labels radial bins by their lower edge; its "
         "anisotropy comes from a separate 2°-wedge argmax + ellipse fit (run on one image "
         "per case with anisotropy >= 0.5 %, its pixel-size column ignores anisotropy).",
     ]
+    an_skip = [
+        r["aniso"]
+        for k, r in mag.items()
+        if k != "__pending__" and isinstance(r.get("aniso"), dict) and "error" in r["aniso"]
+    ]
+    if an_skip:
+        notes.append(
+            f"- magCalEM: {len(an_skip)} anisotropy wedge fit(s) not done "
+            f"({an_skip[0]['error']}); rerun with a larger `--budget-min` to get them all."
+        )
     if notes:
         md += ["", *notes]
     doc = write_section("pixel_size", "\n".join(md))
