@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ring_synth import ring_image
 from typer.testing import CliRunner
 
+from ring_synth import ring_image
 from temcal.cli.app import app
 from temcal.io.images import write_mrc
 
@@ -67,7 +67,15 @@ def test_pixel_size_json_contract(gold_files: list[Path], tmp_path: Path) -> Non
     assert out.read_text() == before
     res = runner.invoke(
         app,
-        ["pixel-size", str(gold_files[0]), "--json", str(out), "--overwrite", "--temperature", "80"],
+        [
+            "pixel-size",
+            str(gold_files[0]),
+            "--json",
+            str(out),
+            "--overwrite",
+            "--temperature",
+            "80",
+        ],
     )
     assert res.exit_code == 0, res.output
     assert json.loads(out.read_text())["lattice_constant_A"] == pytest.approx(4.06565, abs=1e-4)
@@ -124,7 +132,16 @@ def test_mag_table_folders_and_manifest(tmp_path: Path) -> None:
     csv_path, json_path = tmp_path / "t.csv", tmp_path / "t.json"
     res = runner.invoke(
         app,
-        ["mag-table", str(root), "--csv", str(csv_path), "--json", str(json_path), "--workers", "1"],
+        [
+            "mag-table",
+            str(root),
+            "--csv",
+            str(csv_path),
+            "--json",
+            str(json_path),
+            "--workers",
+            "1",
+        ],
     )
     assert res.exit_code == 0, res.output
     lines = csv_path.read_text().splitlines()
@@ -149,7 +166,9 @@ def test_mag_table_folders_and_manifest(tmp_path: Path) -> None:
 
 
 def test_mag_table_unknown_magnification(tmp_path: Path) -> None:
-    f = write_mrc(tmp_path / "x.mrc", ring_image(256, pixel_size_A=0.8, rng=np.random.default_rng(0)))
+    f = write_mrc(
+        tmp_path / "x.mrc", ring_image(256, pixel_size_A=0.8, rng=np.random.default_rng(0))
+    )
     res = runner.invoke(app, ["mag-table", str(f), "--csv", str(tmp_path / "t.csv")])
     assert res.exit_code != 0
     assert "cannot tell its magnification" in res.output

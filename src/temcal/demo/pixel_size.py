@@ -15,7 +15,7 @@ MAJOR_ANGLE_DEG = 30.0
 
 
 def run(outdir: Path, *, rng: np.random.Generator) -> list[DemoLine]:
-    """Simulate three 1024² gold-foil images, measure them jointly, write JSON and a plot.
+    """Simulate two 1024² gold-foil images, measure them jointly, write JSON and a plot.
 
     Parameters
     ----------
@@ -36,13 +36,13 @@ def run(outdir: Path, *, rng: np.random.Generator) -> list[DemoLine]:
     from temcal.simulate.gold import simulate_gold_image
 
     paths = []
-    for k, defocus_A in enumerate((2000.0, 4000.0, 6000.0)):
+    for k, defocus_A in enumerate((2000.0, 3000.0)):
         sim = simulate_gold_image(
             (1024, 1024),
             pixel_size_A=PIXEL_SIZE_A,
             anisotropy_percent=ANISOTROPY_PERCENT,
             major_angle_deg=MAJOR_ANGLE_DEG,
-            grain_size_nm=15.0,
+            grain_size_nm=10.0,
             coverage=1.0,
             defocus_A=defocus_A,
             rng=rng,
