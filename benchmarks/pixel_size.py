@@ -435,7 +435,7 @@ def main() -> None:
         f"{sim_timing['peak_MiB']:.0f} MiB (tracemalloc). Cache fill: median "
         f"{_fmt(float(np.median(sim_times)), 1)} s per {size}² image (min "
         f"{_fmt(min(sim_times), 1)}, max {_fmt(max(sim_times), 1)} s; wall time measured "
-        f"when the cache was filled, two simulations in parallel on the shared 2-core "
+        f"when the cache was filled, two simulations in parallel on the 2-core "
         f"machine shared with other jobs). Whole script: "
         f"{t_total / 60:.1f} min (simulation/cache {t_gen / 60:.1f} min).",
         "",
