@@ -38,10 +38,16 @@ The model, step by step:
    the wave, detector-pixel integration over the fine grid (so frequencies beyond the
    detector Nyquist alias back as on a real detector) and Poisson noise at the dose.
 
-Known limitation: the bilinear deposition aliases lattice frequencies beyond the fine
-grid's Nyquist back into it with the weight of the kernel (weak spurious arcs close to
-twice the detector Nyquist frequency); rings below the detector Nyquist are unaffected
-with the default ``oversample=2``.
+The wave is propagated in single precision (``form_image(..., single_precision=True)``).
+
+Known limitation: lattice frequencies beyond the fine grid's Nyquist (``oversample``
+times the detector's) fold back in the bilinear deposition. A fold by a multiple of the
+fine sampling frequency is also a multiple of the detector's, so these reflections land
+exactly where a detector would alias them; only their strength is approximate (weighted
+by the kernel, the scattering factor and the CTF at the folded frequency).
+
+Cost: about 0.1-0.3 µs per atom for the deposition plus a few FFTs of the fine grid
+(measured in ``benchmarks/pixel_size.py``).
 
 References
 ----------
@@ -208,7 +214,7 @@ class SimulatedGoldImage:
     grain_diameters_A : numpy.ndarray
         Diameters of the simulated grains (Å).
     n_atoms : int
-        Number of gold atoms rendered.
+        Approximate number of gold atoms (from the grain volumes).
     """
 
     image: np.ndarray
