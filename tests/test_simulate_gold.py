@@ -11,6 +11,7 @@ from temcal.errors import InputError
 from temcal.physics.gold import d_spacing_A
 from temcal.physics.magnification import pixel_matrix_A
 from temcal.simulate.gold import (
+    GoldGrains,
     calculate_interaction_constant,
     electron_scattering_factor_A,
     place_gold_grains,
@@ -67,8 +68,19 @@ def test_projected_phase_integral_counts_atoms() -> None:
 
     _, dist = _fcc_ball(float(grains.diameters_A.max()) / 2, A)
     expected = int(np.sum(np.searchsorted(dist, grains.diameters_A / 2)))
-    assert n_atoms == pytest.approx(expected, rel=1e-9)
+    assert n_atoms == pytest.approx(expected, rel=1e-6)
     assert phase.shape == (192, 192)
+
+
+def test_carbon_film_has_requested_rms_phase() -> None:
+    empty = GoldGrains(np.zeros((0, 2)), np.zeros(0), np.zeros((0, 3, 3)))
+    m = pixel_matrix_A(1.2, 2.0, 10.0)
+    phase = render_gold_phase(
+        (128, 160), empty, pixel_matrix_A=m, carbon_phase_rms=0.2, rng=np.random.default_rng(1)
+    )
+    assert phase.shape == (256, 320)
+    assert abs(phase.mean()) < 1e-6
+    assert phase.std() == pytest.approx(0.2, rel=0.03)
 
 
 def test_rings_at_p_over_d() -> None:
@@ -242,3 +254,22 @@ def test_bad_parameters_raise_input_error(kwargs: dict, message: str) -> None:
 def test_bad_shape_raises() -> None:
     with pytest.raises(InputError, match="shape"):
         simulate_gold_image((8, 64), pixel_size_A=1.0, rng=np.random.default_rng(0))
+
+
+def test_single_crystal_spots_sit_exactly_at_mt_g() -> None:
+    # A 20 nm crystal with [001] along the beam: 200/020/220/400 spots at q = M^T g
+    # (cycles per detector pixel); centroids agree to < 0.02 px at r ~ 177 fine pixels,
+    # i.e. the geometry is exact to ~1e-4 (a wrong transpose or M^-1 would be off by %).
+    n = 384
+    m = pixel_matrix_A(0.7, 2.0, 25.0)
+    grains = GoldGrains(np.array([[192.0, 192.0]]), np.array([200.0]), np.eye(3)[None])
+    phase = render_gold_phase((n, n), grains, pixel_matrix_A=m, oversample=2)
+    power = np.abs(np.fft.fft2(phase)) ** 2
+    size = 2 * n
+    for g in [(2 / A, 0.0), (0.0, 2 / A), (2 / A, 2 / A), (-2 / A, 2 / A), (4 / A, 0.0)]:
+        expected = m.T @ np.array(g) / 2 * size  # fine-grid index (x, y)
+        ix, iy = (round(v) for v in expected)
+        ys, xs = np.arange(iy - 4, iy + 5), np.arange(ix - 4, ix + 5)
+        w = power[np.ix_(ys % size, xs % size)]
+        centroid = ((w.sum(0) * xs).sum() / w.sum(), (w.sum(1) * ys).sum() / w.sum())
+        np.testing.assert_allclose(centroid, expected, atol=0.02)

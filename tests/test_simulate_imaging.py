@@ -63,3 +63,20 @@ def test_frequency_mapping_anisotropic() -> None:
     # one cycle per 8 pixels along x is 1/(8 p_x) per Å
     assert gx[0, 1] == pytest.approx(1 / (8 * m[0, 0]))
     assert gy[1, 0] == pytest.approx(1 / (8 * m[1, 1]))
+
+
+def test_single_precision_matches_double(rng: np.random.Generator) -> None:
+    phase = 0.5 * rng.normal(size=(128, 96))
+    m = pixel_matrix_A(0.9, 1.0, 10.0)
+    kw = dict(defocus_u_A=8000.0, cs_mm=2.7, voltage_kV=300)
+    args = dict(
+        pixel_matrix_A=m,
+        oversample=2,
+        chi=lambda gx, gy: calculate_chi(gx, gy, **kw),
+        absorption=0.07,
+        envelope=lambda gx, gy: np.exp(-5.0 * (gx * gx + gy * gy)),
+    )
+    double = form_image(phase, **args)
+    single = form_image(phase, single_precision=True, **args)
+    assert single.shape == (64, 48)
+    np.testing.assert_allclose(single, double, rtol=0, atol=2e-5)

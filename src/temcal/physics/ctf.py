@@ -54,10 +54,14 @@ def calculate_chi(
     kx = np.asarray(kx_per_A, dtype=float)
     ky = np.asarray(ky_per_A, dtype=float)
     k2 = kx * kx + ky * ky
-    phi = np.arctan2(ky, kx)
-    dz = 0.5 * (defocus_u_A + dv) + 0.5 * (defocus_u_A - dv) * np.cos(
-        2.0 * (phi - math.radians(astig_angle_deg))
-    )
+    dz: np.ndarray | float
+    if dv == defocus_u_A:
+        dz = float(defocus_u_A)  # no astigmatism: skip the azimuth (same values, faster)
+    else:
+        phi = np.arctan2(ky, kx)
+        dz = 0.5 * (defocus_u_A + dv) + 0.5 * (defocus_u_A - dv) * np.cos(
+            2.0 * (phi - math.radians(astig_angle_deg))
+        )
     cs_A = cs_mm * 1e7
     return (
         math.pi * lam * dz * k2

@@ -66,10 +66,53 @@ def specimen_frequencies_per_A(
     qy = sfft.fftfreq(ny) * oversample  # cycles per detector pixel
     qx = sfft.fftfreq(nx) * oversample
     minv_t = np.linalg.inv(np.asarray(pixel_matrix_A, dtype=float)).T
-    qyy, qxx = np.meshgrid(qy, qx, indexing="ij")
-    gx = minv_t[0, 0] * qxx + minv_t[0, 1] * qyy
-    gy = minv_t[1, 0] * qxx + minv_t[1, 1] * qyy
+    # Broadcast sums (no meshgrid copies): same values, half the memory traffic.
+    gx = (minv_t[0, 0] * qx)[None, :] + (minv_t[0, 1] * qy)[:, None]
+    gy = (minv_t[1, 0] * qx)[None, :] + (minv_t[1, 1] * qy)[:, None]
     return gx, gy
+
+
+def _propagate_single(
+    ph: np.ndarray,
+    pixel_matrix_A: np.ndarray,
+    os_: int,
+    chi: ChiFunction,
+    absorption: np.ndarray | float | None,
+    envelope: ChiFunction | None,
+    workers: int,
+) -> np.ndarray:
+    """Single-precision version of the propagation in :func:`form_image`."""
+    ph32 = ph.astype(np.float32)
+    wave = np.empty(ph32.shape, dtype=np.complex64)
+    np.cos(ph32, out=wave.real)
+    np.sin(ph32, out=wave.imag)
+    if absorption is not None:
+        if np.isscalar(absorption):
+            amp = np.exp(-np.float32(absorption) * ph32)  # type: ignore[arg-type]
+        else:
+            amp = np.exp(-np.asarray(absorption, dtype=np.float32))
+        wave *= amp
+        del amp
+    del ph32
+    spec = sfft.fft2(wave, workers=workers, overwrite_x=True)
+    del wave
+    gx, gy = specimen_frequencies_per_A(ph.shape, pixel_matrix_A, os_)
+    # Reduce chi modulo 2 pi in float64, then take cos/sin in float32.
+    c = np.remainder(chi(gx, gy), 2.0 * math.pi).astype(np.float32)
+    transfer = np.empty(c.shape, dtype=np.complex64)
+    np.cos(c, out=transfer.real)
+    np.sin(c, out=transfer.imag)
+    del c
+    if envelope is not None:
+        transfer *= envelope(gx, gy).astype(np.float32)
+    del gx, gy
+    transfer[0, 0] = transfer[0, 0] / abs(transfer[0, 0])
+    spec *= transfer
+    del transfer
+    image_wave = sfft.ifft2(spec, workers=workers, overwrite_x=True)
+    intensity = image_wave.real**2
+    intensity += image_wave.imag**2
+    return intensity
 
 
 def form_image(
@@ -83,6 +126,7 @@ def form_image(
     dose_e_per_A2: float | None = None,
     rng: np.random.Generator | None = None,
     workers: int = 1,
+    single_precision: bool = False,
 ) -> np.ndarray:
     """Form a detector image from a specimen's projected phase.
 
@@ -110,6 +154,10 @@ def form_image(
         Random generator for the shot noise.
     workers : int
         Threads for the FFTs.
+    single_precision : bool
+        Propagate the wave in complex64 (about twice as fast, half the memory; relative
+        accuracy ~1e-6, ample for simulated test data). ``chi`` is still evaluated in
+        float64.
 
     Returns
     -------
@@ -121,23 +169,26 @@ def form_image(
     os_ = int(oversample)
     if os_ < 1 or ph.shape[0] % os_ or ph.shape[1] % os_:
         raise InputError(f"fine grid {ph.shape} is not a multiple of oversample={oversample}")
-    if absorption is None:
-        wave = np.exp(1j * ph)
-    elif np.isscalar(absorption):
-        wave = np.exp((1j - float(absorption)) * ph)  # type: ignore[arg-type]
+    if single_precision:
+        intensity = _propagate_single(ph, pixel_matrix_A, os_, chi, absorption, envelope, workers)
     else:
-        wave = np.exp(1j * ph - np.asarray(absorption, dtype=np.float64))
-    spec = sfft.fft2(wave, workers=workers)
-    gx, gy = specimen_frequencies_per_A(ph.shape, pixel_matrix_A, os_)
-    transfer = np.exp(1j * chi(gx, gy))
-    if envelope is not None:
-        transfer = transfer * envelope(gx, gy)
-    transfer[0, 0] = spec.dtype.type(1.0) * (transfer[0, 0] / abs(transfer[0, 0]))
-    spec *= transfer
-    image_wave = sfft.ifft2(spec, workers=workers, overwrite_x=True)
-    intensity = image_wave.real**2 + image_wave.imag**2
+        if absorption is None:
+            wave = np.exp(1j * ph)
+        elif np.isscalar(absorption):
+            wave = np.exp((1j - float(absorption)) * ph)  # type: ignore[arg-type]
+        else:
+            wave = np.exp(1j * ph - np.asarray(absorption, dtype=np.float64))
+        spec = sfft.fft2(wave, workers=workers)
+        gx, gy = specimen_frequencies_per_A(ph.shape, pixel_matrix_A, os_)
+        transfer = np.exp(1j * chi(gx, gy))
+        if envelope is not None:
+            transfer = transfer * envelope(gx, gy)
+        transfer[0, 0] = spec.dtype.type(1.0) * (transfer[0, 0] / abs(transfer[0, 0]))
+        spec *= transfer
+        image_wave = sfft.ifft2(spec, workers=workers, overwrite_x=True)
+        intensity = image_wave.real**2 + image_wave.imag**2
     ny, nx = ph.shape[0] // os_, ph.shape[1] // os_
-    detector = intensity.reshape(ny, os_, nx, os_).mean(axis=(1, 3))
+    detector = intensity.reshape(ny, os_, nx, os_).mean(axis=(1, 3), dtype=np.float64)
     if dose_e_per_A2 is None:
         return detector
     if rng is None:
