@@ -29,10 +29,16 @@ def machine_line() -> str:
 
     import temcal
 
+    version = temcal.__version__
+    if version.endswith("unknown"):  # run from a source tree without installing
+        import tomllib
+
+        meta = tomllib.loads((DOC.parents[1] / "pyproject.toml").read_text())
+        version = f"{meta['project']['version']} (source tree)"
     return (
         f"Measured {datetime.now(UTC):%Y-%m-%d} on {platform.machine()} "
         f"({os.cpu_count()} cores), Python {platform.python_version()}, numpy {np.__version__}, "
-        f"temcal {temcal.__version__}."
+        f"temcal {version}."
     )
 
 
