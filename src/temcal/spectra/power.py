@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import fft as sfft
-from scipy.signal import get_window
 
 from temcal.errors import InputError
 
@@ -109,6 +108,8 @@ def calculate_power_spectrum(
         )
     if not 0.0 <= overlap <= 0.9:
         raise InputError(f"tile overlap {overlap} must lie in [0, 0.9]")
+    from scipy.signal import get_window  # scipy.signal is slow to import: only when used
+
     step = max(1, round(n * (1.0 - overlap)))
     w1 = get_window(window, n, fftbins=True).astype(np.float64)
     w2 = np.outer(w1, w1)
