@@ -60,6 +60,7 @@ Method
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -196,6 +197,13 @@ class ImagePixelSize:
         Pixel size found in the file header (hint only).
     header_magnification : float or None
         Magnification found in the file header.
+    thon_defocus_A : float or None
+        Defocus (Å, underfocus positive) fitted to the Thon rings of the support film
+        (``None`` when none were found); sets the CTF-modulation uncertainty.
+    ctf_bias_se_A : float
+        Standard uncertainty of ``pixel_size_A`` (Å) from the CTF modulation across the
+        rings (:mod:`temcal.calibrate.ring_bias`): a systematic error of this image,
+        not included in ``pixel_size_se_A``.
     """
 
     file: str | None
@@ -214,6 +222,8 @@ class ImagePixelSize:
     n_samples: int
     header_pixel_size_A: float | None = None
     header_magnification: float | None = None
+    thon_defocus_A: float | None = None
+    ctf_bias_se_A: float = 0.0
     diagnostics: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,6 +244,8 @@ class ImagePixelSize:
             "n_samples": self.n_samples,
             "header_pixel_size_A": self.header_pixel_size_A,
             "header_magnification": self.header_magnification,
+            "thon_defocus_A": self.thon_defocus_A,
+            "ctf_bias_se_A": self.ctf_bias_se_A,
         }
 
 
@@ -268,9 +280,20 @@ class PixelSizeResult:
     images : tuple of ImagePixelSize
         Per-image results.
     ci_method : str
-        ``"student-t over images"`` or ``"fit covariance (one image)"``.
+        How the statistical part of the interval was obtained: ``"student-t over
+        images"`` or ``"fit covariance (one image)"``.
     method : str
         Short description of the estimator.
+    pixel_size_ci95_statistical_A : float
+        Statistical part of the 95 % half-width (Å).
+    pixel_size_ctf_bias_se_A : float
+        Standard uncertainty (Å) of the systematic shift of broad rings by the CTF
+        modulation (:mod:`temcal.calibrate.ring_bias`), divided by the square root of
+        the number of defocus groups (images more than 150 Å apart in defocus have
+        independent shifts). ``pixel_size_ci95_A`` is
+        ``sqrt(statistical^2 + (1.96 pixel_size_ctf_bias_se_A)^2)``.
+    n_defocus_groups : int
+        Number of groups of images with defoci within 150 Å of each other.
     """
 
     pixel_size_A: float
@@ -287,6 +310,9 @@ class PixelSizeResult:
     images: tuple[ImagePixelSize, ...]
     ci_method: str
     method: str = "joint elliptical multi-ring spectrum fit (temcal)"
+    pixel_size_ci95_statistical_A: float = float("nan")
+    pixel_size_ctf_bias_se_A: float = 0.0
+    n_defocus_groups: int = 1
 
     @property
     def n_images(self) -> int:
@@ -312,6 +338,12 @@ class PixelSizeResult:
             "images": [im.to_dict() for im in self.images],
             "n_images": self.n_images,
             "ci_method": self.ci_method,
+            "error_budget": {
+                "statistical_ci95_A": self.pixel_size_ci95_statistical_A,
+                "ctf_modulation_se_A": self.pixel_size_ctf_bias_se_A,
+                "ctf_modulation_ci95_A": 1.96 * self.pixel_size_ctf_bias_se_A,
+                "n_defocus_groups": self.n_defocus_groups,
+            },
             "method": self.method,
             "temcal_version": temcal.__version__,
         }
@@ -860,7 +892,14 @@ def measure_gold_rings(
     hkls = parse_rings(rings if rings is None or isinstance(rings, str) else list(rings))
     img, meta, name = _load(image, 0)
     return _measure(
-        img, meta, name, a_A, hkls, guess_pixel_size_A, _optics(meta, voltage_kV, cs_mm, fit_ctf)
+        img,
+        meta,
+        name,
+        a_A,
+        hkls,
+        guess_pixel_size_A,
+        _optics(meta, voltage_kV, cs_mm, fit_ctf),
+        _optics(meta, voltage_kV, cs_mm, True) or (300.0, 2.7),
     )
 
 
@@ -900,6 +939,7 @@ def _measure(
     hkls: Sequence[tuple[int, int, int]],
     guess: float | None,
     optics: tuple[float, float] | None,
+    ctf_optics: tuple[float, float] = (300.0, 2.7),
 ) -> ImagePixelSize:
     img = np.asarray(img, dtype=np.float32)
     d_all = np.array([d_spacing_A(h, a_A) for h in hkls])
@@ -988,8 +1028,69 @@ def _measure(
         if res_c is not None and res_c.cost < res.cost:
             model2, res = model_c, res_c
     out = _finish(model2, res, hk2, radii2, pb, b, n, found, meta, name, a_A)
+    out = _with_ctf_bias(out, spec, pb, meta, ctf_optics)
     out.diagnostics["spectrum"] = spec.astype(np.float32)
     return out
+
+
+def _with_ctf_bias(
+    out: ImagePixelSize,
+    spec: np.ndarray,
+    pb: float,
+    meta: ImageData | None,
+    ctf_optics: tuple[float, float],
+) -> ImagePixelSize:
+    """Attach the CTF-modulation uncertainty (defocus from the support's Thon rings)."""
+    import dataclasses
+
+    from temcal.calibrate.ring_bias import (
+        calculate_ring_ctf_bias,
+        calculate_worst_ring_ctf_bias,
+        combine_ring_biases,
+    )
+    from temcal.errors import TemcalError
+    from temcal.spectra.power import PowerSpectrum
+
+    voltage_kV, cs_mm = ctf_optics
+    defocus: float | None = None
+    try:
+        from temcal.calibrate.ctf_fit import fit_ctf, gold_exclusions_A
+
+        fit = fit_ctf(
+            PowerSpectrum(data=spec, tile_size=spec.shape[0], n_tiles=1),
+            pixel_size_A=pb,
+            voltage_kV=voltage_kV,
+            cs_mm=cs_mm,
+            defocus_search_A=(300.0, 60000.0),
+            allow_focus_crossing=True,
+            exclude_resolutions_A=gold_exclusions_A(
+                out.diagnostics.get("lattice_constant_A", 4.0782)
+            ),
+        )
+        defocus = 0.5 * (fit.defocus_u_A + fit.defocus_v_A)
+    except (TemcalError, ValueError, np.linalg.LinAlgError):
+        defocus = None
+    eta = float(out.diagnostics.get("eta", 0.0))
+    rel, info = [], []
+    for r in out.rings:
+        radius = 1.0 / r.d_A
+        if defocus is None:
+            b = calculate_worst_ring_ctf_bias(r.width_per_A)
+        else:
+            b = calculate_ring_ctf_bias(
+                radius,
+                r.width_per_A,
+                eta=eta,
+                defocus_A=defocus,
+                voltage_kV=voltage_kV,
+                cs_mm=cs_mm,
+            )
+        rel.append(b / radius)
+        info.append(max(r.snr, 0.0) ** 2 if math.isfinite(r.snr) else 0.0)
+    # standard uncertainty: the amplitude b itself (not its rms b / sqrt 2 over the phase):
+    # on the simulator the strongly scattering grains shift rings up to ~2 b
+    se = out.pixel_size_A * combine_ring_biases(rel, info)
+    return dataclasses.replace(out, thon_defocus_A=defocus, ctf_bias_se_A=float(se))
 
 
 def _select_rings(
@@ -1098,6 +1199,50 @@ def _fit_ctf(model: _RingModel, th_base: np.ndarray, nr: int) -> optimize.Optimi
         return None
 
 
+def _sector_scale_se(
+    model: _RingModel, th: np.ndarray, coef: np.ndarray, resid: np.ndarray, n_sectors: int = 36
+) -> float:
+    """Relative standard error of the isotropic scale from the scatter between sectors.
+
+    Each azimuthal sector's residuals are regressed on the model's derivative with
+    respect to a common scale of ``W``, giving the sector's own preferred scale shift
+    ``delta_k`` and its information ``h_k``. The fitted ellipse removes the mean and the
+    ``cos 2 phi``, ``sin 2 phi`` components of ``delta_k``; the spread of what is left
+    gives the variance of the information-weighted mean (a sandwich estimate at the
+    level of sectors, robust to correlations within a sector).
+    """
+    eps = 1e-5
+    W = model.unpack(th)["W"]
+    th2 = np.array(th, dtype=float)
+    th2[0] = (1.0 + th[0]) * (1.0 + eps) - 1.0
+    th2[1] = (1.0 + th[1]) * (1.0 + eps) - 1.0
+    th2[2] = th[2] * (1.0 + eps)
+    X0, _ = model.design(th)
+    X1, _ = model.design(th2)
+    rows = coef[model.d.sector]
+    dm = (np.einsum("ij,ij->i", X1, rows) - np.einsum("ij,ij->i", X0, rows)) / eps
+    dmw = dm * model.d.weight
+    qx = W[0, 0] * model.d.qx + W[0, 1] * model.d.qy
+    qy = W[1, 0] * model.d.qx + W[1, 1] * model.d.qy
+    phi = np.arctan2(qy, qx)
+    k = np.minimum(((phi + np.pi) / (2 * np.pi) * n_sectors).astype(np.int64), n_sectors - 1)
+    h = np.bincount(k, weights=dmw * dmw, minlength=n_sectors)
+    u = np.bincount(k, weights=dmw * resid, minlength=n_sectors)
+    ok = h > 1e-12 * max(float(h.max()), 1e-300)
+    if ok.sum() < 6:
+        return 0.0
+    delta = u[ok] / h[ok]
+    hk = h[ok]
+    centre = (np.arange(n_sectors)[ok] + 0.5) / n_sectors * 2 * np.pi - np.pi
+    A = np.stack([np.ones_like(centre), np.cos(2 * centre), np.sin(2 * centre)], axis=1)
+    sw = np.sqrt(hk)
+    coef_e, *_ = np.linalg.lstsq(A * sw[:, None], delta * sw, rcond=None)
+    left = delta - A @ coef_e
+    n_ok = int(ok.sum())
+    var = float(np.sum(hk * hk * left * left)) / float(hk.sum()) ** 2 * n_ok / (n_ok - 3)
+    return math.sqrt(max(var, 0.0))
+
+
 def _finish(
     model: _RingModel,
     res: optimize.OptimizeResult,
@@ -1137,6 +1282,10 @@ def _finish(
         dt[k] = 1e-6
         g[k] = (_p(res.x + dt) - _p(res.x - dt)) / 2e-6
     se = float(math.sqrt(max(float(g @ cov @ g), 0.0)))
+    # spotty rings (few large grains) leave residuals correlated within each spot, and the
+    # covariance above is then far too small: take the larger of it and a sector-level
+    # sandwich estimate
+    se = max(se, _sector_scale_se(model, res.x, coef, resid) * geom.pixel_size_A)
     # ring amplitudes: inverse-variance mean over sectors and its standard error
     nr = len(radii)
     K = model.d.n_sectors
@@ -1190,6 +1339,8 @@ def _finish(
         "binned_pixel_size_A": pb,
         "tile_size": n,
         "binning": b,
+        "eta": float(par["eta"]),
+        "lattice_constant_A": a_A,
     }
     return ImagePixelSize(
         file=name,
@@ -1270,7 +1421,8 @@ def estimate_pixel_size(
         img, meta, name = _load(item, i)
         try:
             optics = _optics(meta, voltage_kV, cs_mm, fit_ctf)
-            per.append(_measure(img, meta, name, a_A, hkls, guess_pixel_size_A, optics))
+            ctf_optics = _optics(meta, voltage_kV, cs_mm, True) or (300.0, 2.7)
+            per.append(_measure(img, meta, name, a_A, hkls, guess_pixel_size_A, optics, ctf_optics))
         except CalibrationError as exc:
             label = name or f"image {i}"
             raise CalibrationError(f"{label}: {exc}") from None
@@ -1298,6 +1450,9 @@ def combine_image_results(
         ci = 1.96 * per[0].pixel_size_se_A
         ci_an = float("nan")
         method = "fit covariance (one image)"
+    n_groups = _defocus_groups([im.thon_defocus_A for im in per])
+    bias_se = math.sqrt(float(np.mean([im.ctf_bias_se_A**2 for im in per])) / n_groups)
+    ci_total = math.sqrt(ci * ci + (1.96 * bias_se) ** 2)
     # per-ring summary over images
     ring_keys: dict[str, list[RingFit]] = {}
     for im in per:
@@ -1317,7 +1472,7 @@ def combine_image_results(
     )
     return PixelSizeResult(
         pixel_size_A=geom.pixel_size_A,
-        pixel_size_ci95_A=ci,
+        pixel_size_ci95_A=ci_total,
         pixel_major_A=geom.pixel_major_A,
         pixel_minor_A=geom.pixel_minor_A,
         anisotropy_percent=geom.anisotropy_percent,
@@ -1329,7 +1484,23 @@ def combine_image_results(
         rings=rings,
         images=tuple(per),
         ci_method=method,
+        pixel_size_ci95_statistical_A=ci,
+        pixel_size_ctf_bias_se_A=bias_se,
+        n_defocus_groups=n_groups,
     )
+
+
+def _defocus_groups(defoci: Sequence[float | None], gap_A: float = 150.0) -> int:
+    """Number of groups of images whose defoci lie within ``gap_A`` of each other.
+
+    The CTF shift of a ring oscillates with defocus (period about 280 Å for the 111 ring
+    at 300 kV), so images in different groups have independent shifts. An image without
+    a defocus makes the count 1 (conservative).
+    """
+    if not defoci or any(d is None for d in defoci):
+        return 1
+    vals = sorted(float(d) for d in defoci if d is not None)
+    return 1 + sum(1 for a, b in itertools.pairwise(vals) if b - a > gap_A)
 
 
 # keep the frequency helper importable for the plot
