@@ -832,6 +832,16 @@ def _fit(
     )
 
 
+def _floor_widths(lower: np.ndarray, radii: np.ndarray, n: int, pb: float) -> None:
+    """Raise the lower bounds of the ring widths to 0.15 spectrum pixel (in place).
+
+    The spectrum estimator's window broadens every ring to about a pixel, so a narrower
+    fitted ring is a fit onto a few bright spots (few large grains), not a ring.
+    """
+    nr = radii.size
+    lower[3 : 3 + nr] = np.maximum(lower[3 : 3 + nr], np.log(0.15 / (n * pb * radii)))
+
+
 def _bounds(nr: int, with_ctf: bool) -> tuple[np.ndarray, np.ndarray]:
     lo = [-0.1, -0.1, -0.1, *([math.log(1e-4)] * nr), -3.0, -_BETA_MAX]
     hi = [0.1, 0.1, 0.1, *([math.log(0.06)] * nr), 3.0, _BETA_MAX]
@@ -1001,6 +1011,7 @@ def _measure(
     nr = len(radii)
     model = _RingModel(data1, radii, pb, s_ref, with_ctf=False)
     lo, hi = _bounds(nr, False)
+    _floor_widths(lo, radii, n, pb)
     th0 = np.array([1.0 / scale - 1.0, 1.0 / scale - 1.0, 0.0, *np.log(wj / radii), 0.0, 0.0])
     best = _fit(model, th0, lo, hi)
     par = model.unpack(best.x)
@@ -1021,6 +1032,7 @@ def _measure(
     th_base = [*th_geom, *th_w, best_x[3 + nr], best_x[4 + nr]]
     model2 = _RingModel(data2, radii2, pb, s_ref, with_ctf=False)
     lo2, hi2 = _bounds(nr2, False)
+    _floor_widths(lo2, radii2, n, pb)
     res = _fit(model2, np.array(th_base), lo2, hi2)
     if optics is not None:
         model_c = _RingModel(data2, radii2, pb, s_ref, with_ctf=True, optics=optics)
