@@ -288,9 +288,9 @@ class PixelSizeResult:
         Statistical part of the 95 % half-width (Å).
     pixel_size_ctf_bias_se_A : float
         Standard uncertainty (Å) of the systematic shift of broad rings by the CTF
-        modulation (:mod:`temcal.calibrate.ring_bias`), divided by the square root of
-        the number of defocus groups (images more than 150 Å apart in defocus have
-        independent shifts). ``pixel_size_ci95_A`` is
+        modulation (:mod:`temcal.calibrate.ring_bias`), combined over the images with
+        their weights: fully correlated within a defocus group, independent between
+        groups (defoci more than 150 Å apart). ``pixel_size_ci95_A`` is
         ``sqrt(statistical^2 + (1.96 pixel_size_ctf_bias_se_A)^2)``.
     n_defocus_groups : int
         Number of groups of images with defoci within 150 Å of each other.
@@ -994,8 +994,11 @@ def _measure(
                 [f[0] / r for f, r, k in zip(fit1, radii, consistent, strict=True) if k and f]
             )
         )
-        if abs(sc - 1.0) < 0.01:
+        if abs(sc - 1.0) < 0.04:
             scale = sc
+            # only rings that agree with that scale: aliases of far rings that happen to
+            # show a bump elsewhere would pull the joint fit
+            strong = strong & consistent
     wj = np.array([f[1] for f, k in zip(fit1, strong, strict=True) if k and f])
     wj = np.clip(wj, 0.002 * radii[strong], 0.03 * radii[strong])
     radii, hk_used = radii[strong], [h for h, k in zip(hk_used, strong, strict=True) if k]
@@ -1446,24 +1449,48 @@ def estimate_pixel_size(
 def combine_image_results(
     per: Sequence[ImagePixelSize], *, lattice_constant_A: float, temperature_K: float | None
 ) -> PixelSizeResult:
-    """Joint estimate of several per-image results (mean pixel matrix, Student-t CI)."""
+    """Joint estimate of several per-image results.
+
+    The pixel matrices are averaged with weights ``1 / (se_i^2 + b_i^2)``, where
+    ``se_i`` is an image's statistical error (not below the median over the images, so
+    one image cannot dominate) and ``b_i`` its CTF-modulation uncertainty: images whose
+    broad rings sit where the CTF shifts them most (near focus) count less. The
+    statistical 95 % interval is Student-t on the weighted spread of the images; the
+    CTF-modulation part treats images of one defocus group (within 150 Å) as fully
+    correlated and different groups as independent.
+    """
     Ms = np.array([np.array(im.pixel_matrix_A) for im in per])
-    M = Ms.mean(axis=0)
-    geom = decompose_pixel_matrix(M)
     n = len(per)
+    se = np.array([im.pixel_size_se_A for im in per], dtype=float)
+    se = np.maximum(np.nan_to_num(se, nan=0.0), float(np.median(se)) if n else 0.0)
+    bias = np.array([im.ctf_bias_se_A for im in per], dtype=float)
+    var = se * se + bias * bias
+    if np.all(var > 0) and np.all(np.isfinite(var)):
+        wts = 1.0 / var
+    else:
+        wts = np.ones(n)
+    wts = wts / wts.sum()
+    M = np.einsum("i,ijk->jk", wts, Ms)
+    geom = decompose_pixel_matrix(M)
     if n >= 2:
         ps = np.array([im.pixel_size_A for im in per])
         an = np.array([im.anisotropy_percent for im in per])
         t = float(stats.t.ppf(0.975, n - 1))
-        ci = t * float(ps.std(ddof=1)) / math.sqrt(n)
-        ci_an = t * float(an.std(ddof=1)) / math.sqrt(n)
+        n_eff = 1.0 / float(np.sum(wts * wts))
+        sd_p = math.sqrt(float(np.sum(wts * (ps - np.sum(wts * ps)) ** 2)) * n / (n - 1))
+        sd_a = math.sqrt(float(np.sum(wts * (an - np.sum(wts * an)) ** 2)) * n / (n - 1))
+        ci = t * sd_p / math.sqrt(n_eff)
+        ci_an = t * sd_a / math.sqrt(n_eff)
         method = "student-t over images"
     else:
         ci = 1.96 * per[0].pixel_size_se_A
         ci_an = float("nan")
         method = "fit covariance (one image)"
-    n_groups = _defocus_groups([im.thon_defocus_A for im in per])
-    bias_se = math.sqrt(float(np.mean([im.ctf_bias_se_A**2 for im in per])) / n_groups)
+    groups = _defocus_group_labels([im.thon_defocus_A for im in per])
+    n_groups = int(groups.max()) + 1
+    bias_se = math.sqrt(
+        sum(float(np.sum(wts[groups == g] * bias[groups == g])) ** 2 for g in range(n_groups))
+    )
     ci_total = math.sqrt(ci * ci + (1.96 * bias_se) ** 2)
     # per-ring summary over images
     ring_keys: dict[str, list[RingFit]] = {}
@@ -1502,17 +1529,25 @@ def combine_image_results(
     )
 
 
-def _defocus_groups(defoci: Sequence[float | None], gap_A: float = 150.0) -> int:
-    """Number of groups of images whose defoci lie within ``gap_A`` of each other.
+def _defocus_group_labels(defoci: Sequence[float | None], gap_A: float = 150.0) -> np.ndarray:
+    """Group label of each image: defoci within ``gap_A`` of their neighbours share one.
 
     The CTF shift of a ring oscillates with defocus (period about 280 Å for the 111 ring
-    at 300 kV), so images in different groups have independent shifts. An image without
-    a defocus makes the count 1 (conservative).
+    at 300 kV), so images in different groups have independent shifts. When any image
+    has no defocus (no Thon rings), all images form one group (conservative).
     """
-    if not defoci or any(d is None for d in defoci):
-        return 1
-    vals = sorted(float(d) for d in defoci if d is not None)
-    return 1 + sum(1 for a, b in itertools.pairwise(vals) if b - a > gap_A)
+    n = len(defoci)
+    if n == 0 or any(d is None for d in defoci):
+        return np.zeros(n, dtype=np.int64)
+    vals = np.array([float(d) for d in defoci if d is not None])
+    order = np.argsort(vals)
+    labels = np.zeros(n, dtype=np.int64)
+    g = 0
+    for a, b in itertools.pairwise(order):
+        if vals[b] - vals[a] > gap_A:
+            g += 1
+        labels[b] = g
+    return labels
 
 
 # keep the frequency helper importable for the plot

@@ -1,0 +1,89 @@
+"""CTF-modulation uncertainty of broad gold rings: formula and behaviour."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from temcal.calibrate.pixel_size import _defocus_group_labels, measure_gold_rings
+from temcal.calibrate.ring_bias import (
+    calculate_ring_ctf_bias,
+    calculate_worst_ring_ctf_bias,
+    combine_ring_biases,
+)
+from temcal.physics.ctf import calculate_chi
+from temcal.simulate.gold import simulate_gold_image
+
+
+def _centroid_shift(x: np.ndarray, u: np.ndarray, m: np.ndarray) -> float:
+    return float(np.sum(x * u * m) / np.sum(u * m))
+
+
+@pytest.mark.parametrize("defocus_A", [0.0, 3000.0, 6000.0])
+@pytest.mark.parametrize("w", [0.002, 0.005])
+def test_bias_amplitude_matches_numerical_centroid(defocus_A: float, w: float) -> None:
+    # a Gaussian ring times a weak modulation 1 - g cos(2 chi(s) + c): the centroid shift
+    # over all phases c reaches g * b (first order in g), b from the closed form
+    r0 = math.sqrt(3.0) / 4.0782
+    x = np.linspace(-12 * w, 12 * w, 20001)
+    u = np.exp(-0.5 * (x / w) ** 2)
+    chi = calculate_chi(r0 + x, 0 * x, defocus_u_A=defocus_A, cs_mm=2.7, voltage_kV=300.0)
+    g = 1e-3
+    shifts = [
+        _centroid_shift(x, u, 1.0 - g * np.cos(2.0 * chi + c))
+        for c in np.linspace(0, 2 * np.pi, 73)
+    ]
+    b = calculate_ring_ctf_bias(r0, w, eta=0.0, defocus_A=defocus_A, voltage_kV=300.0, cs_mm=2.7)
+    # chi is not exactly linear across the ring: 10 % agreement
+    assert max(np.abs(shifts)) / g == pytest.approx(b, rel=0.1)
+
+
+def test_worst_case_is_the_maximum_over_defocus() -> None:
+    w = 0.004
+    r0 = 0.4247
+    vals = [
+        calculate_ring_ctf_bias(r0, w, eta=0.0, defocus_A=dz, voltage_kV=300.0, cs_mm=2.7)
+        for dz in np.linspace(-20000, 40000, 6001)
+    ]
+    assert max(vals) == pytest.approx(calculate_worst_ring_ctf_bias(w), rel=1e-3)
+    # fast modulation (large defocus) averages out across the ring
+    assert vals[-1] < 1e-6 * w
+
+
+def test_combine_is_weighted_mean() -> None:
+    assert combine_ring_biases([0.01, 0.03], [1.0, 3.0]) == pytest.approx(0.025)
+    assert combine_ring_biases([0.01, 0.03], [0.0, 0.0]) == pytest.approx(0.02)
+
+
+def test_defocus_groups() -> None:
+    labels = _defocus_group_labels([10000.0, 10100.0, 15000.0, 9990.0, 20000.0])
+    assert labels[0] == labels[1] == labels[3]
+    assert len(set(labels.tolist())) == 3
+    assert set(_defocus_group_labels([1000.0, None]).tolist()) == {0}
+
+
+@pytest.mark.parametrize(
+    ("defocus_A", "grain_nm", "big"), [(0.0, 8.0, True), (20000.0, 5.0, False)]
+)
+def test_uncertainty_large_near_focus_small_far_from_it(
+    defocus_A: float, grain_nm: float, big: bool
+) -> None:
+    sim = simulate_gold_image(
+        (1024, 1024),
+        pixel_size_A=0.7,
+        grain_size_nm=grain_nm,
+        grain_thickness_nm=4.0,
+        coverage=0.6,
+        defocus_A=defocus_A,
+        dose_e_per_A2=60.0,
+        rng=np.random.default_rng(3),
+    )
+    r = measure_gold_rings(sim.image, lattice_constant_A=sim.lattice_constant_A)
+    rel = r.ctf_bias_se_A / r.pixel_size_A
+    if big:
+        assert rel > 1e-3  # near focus: broad rings may be shifted by 0.1-1 %
+    else:
+        assert r.thon_defocus_A == pytest.approx(defocus_A, rel=0.02)
+        assert rel < 1e-4
