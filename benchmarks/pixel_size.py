@@ -159,6 +159,7 @@ def _run_temcal(files: list[dict], budget_s: float) -> dict[str, dict]:
             res = estimate_pixel_size([f], lattice_constant_A=LATTICE_A)
             row = {
                 "pixel_size_A": res.pixel_size_A,
+                "pixel_size_ci95_A": res.pixel_size_ci95_A,
                 "anisotropy_percent": res.anisotropy_percent,
                 "major_angle_deg": res.major_angle_deg,
                 "seconds": time.perf_counter() - t0,
@@ -317,14 +318,18 @@ def main() -> None:
     rows = []
     all_t, all_m, aniso_t, angle_t, aniso_m, angle_m = [], [], [], [], [], []
     times, mtimes, peaks, sim_times = [], [], [], []
+    all_cover: list[bool] = []
     for case in cases:
         ct = [t for t in truths if t["case"] == case.name]
         e_t, e_m, a_t, g_t, a_m, g_m = [], [], [], [], [], []
+        cover = []
         for t in ct:
             sim_times.append(t["simulate_seconds"])
             r = tem.get(t["file"], {})
             if "pixel_size_A" in r:
                 e_t.append(_pct(r["pixel_size_A"], t["pixel_size_A"]))
+                cover.append(abs(r["pixel_size_A"] - t["pixel_size_A"]) <= r["pixel_size_ci95_A"])
+                all_cover.append(cover[-1])
                 a_t.append(r["anisotropy_percent"] - t["anisotropy_percent"])
                 if t["anisotropy_percent"] >= 0.5:
                     g_t.append(_angle_err(r["major_angle_deg"], t["major_angle_deg"]))
@@ -356,6 +361,7 @@ def main() -> None:
                 f"{case.defocus_A / 1e4:.1f}",
                 f"{case.dose_e_per_A2:g}",
                 f"{_fmt(med_t)} / {_fmt(max_t)}",
+                f"{sum(cover)}/{len(cover)}" if cover else "-",
                 _fmt(_agg(a_t)[1], 3),
                 _fmt(_agg(g_t)[1], 1) if g_t else "-",
                 f"{_fmt(med_m)} / {_fmt(max_m)}",
@@ -370,6 +376,7 @@ def main() -> None:
         "defocus (µm)",
         "dose (e/Å²)",
         "temcal |px err| % median / max",
+        "temcal 95 % CI covers truth",
         "temcal max |aniso err| (pp)",
         "temcal max angle err (°)",
         "magCalEM |px err| % median / max",
@@ -417,6 +424,7 @@ def main() -> None:
         "|---|---|---|",
         f"| pixel size error, median / max over all images (%) | {_fmt(med_t, 4)} / "
         f"{_fmt(max_t, 4)} | {_fmt(med_m, 4)} / {_fmt(max_m, 4)} |",
+        f"| images whose 95 % CI covers the truth | {sum(all_cover)}/{len(all_cover)} | - |",
         f"| anisotropy error, median / max (pp) | {_fmt(_agg(aniso_t)[0])} / "
         f"{_fmt(_agg(aniso_t)[1])} | {_fmt(_agg(aniso_m)[0])} / {_fmt(_agg(aniso_m)[1])} |",
         f"| angle error for anisotropy >= 0.5 %, median / max (°) | "

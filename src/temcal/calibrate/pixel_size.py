@@ -636,6 +636,7 @@ class _RingModel:
         self.with_ctf = with_ctf
         self.nr = len(radii)
         self.n_seg = len(data.seg_range)
+        self._seg_idx = [np.flatnonzero(data.seg == k) for k in range(self.n_seg)]
 
     # parameter vector: e1, e2, e3, log w_j (nr), eta_raw, beta, [a, b, c, gamma_raw]
     def unpack(self, th: np.ndarray) -> dict[str, Any]:
@@ -672,19 +673,22 @@ class _RingModel:
         par = self.unpack(th)
         s = self.s(par["W"])
         mod = self.modulation(s, par)
-        cols = []
-        for j in range(self.nr):
+        nr, nseg = self.nr, self.n_seg
+        X = np.zeros((s.size, nr + 4 * nseg))
+        geo = 1.0 / s if RING_GEOMETRY_EXPONENT == 1.0 else s ** (-RING_GEOMETRY_EXPONENT)
+        for j in range(nr):
             rj = self.radii[j]
             prof = _pseudo_voigt(s - rj, par["w"][j], par["eta"])
-            cols.append(prof * (rj / s) ** RING_GEOMETRY_EXPONENT * mod)
-        segs = [self.d.seg == k for k in range(len(self.d.seg_range))]
-        for inseg in segs:  # per-sector background level of each segment
-            cols.append(inseg.astype(float))
-        for inseg, (lo, hi) in zip(segs, self.d.seg_range, strict=True):
-            t = np.where(inseg, (2.0 * s - lo - hi) / (hi - lo), 0.0)
-            for deg in (1, 2, 3):  # shared background shape
-                cols.append(np.where(inseg, t**deg, 0.0))
-        return np.stack(cols, axis=1), s
+            X[:, j] = prof * (rj * geo) * mod
+        for k, idx in enumerate(self._seg_idx):  # per-sector background level of each segment
+            X[idx, nr + k] = 1.0
+        for k, (idx, (lo, hi)) in enumerate(zip(self._seg_idx, self.d.seg_range, strict=True)):
+            t = (2.0 * s[idx] - lo - hi) / (hi - lo)
+            col = nr + nseg + 3 * k
+            X[idx, col] = t  # shared background shape: t, t^2, t^3
+            X[idx, col + 1] = t * t
+            X[idx, col + 2] = t * t * t
+        return X, s
 
     def solve(self, th: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Residuals, per-sector linear coefficients ``(K, c)`` and the design matrix.
@@ -701,11 +705,14 @@ class _RingModel:
         n_loc = self.nr + self.n_seg
         K = self.d.n_sectors
         m = X.shape[0]
-        full = np.zeros((m, K * n_loc + c - n_loc))
-        rows = np.arange(m)
-        for j in range(n_loc):
-            full[rows, self.d.sector * n_loc + j] = Xw[:, j]
-        full[:, K * n_loc :] = Xw[:, n_loc:]
+        if K == 1:
+            full = Xw
+        else:
+            full = np.zeros((m, K * n_loc + c - n_loc))
+            rows = np.arange(m)
+            for j in range(n_loc):
+                full[rows, self.d.sector * n_loc + j] = Xw[:, j]
+            full[:, K * n_loc :] = Xw[:, n_loc:]
         norm = np.sqrt(np.einsum("ij,ij->j", full, full))
         live = norm > 1e-12 * max(float(norm.max()), 1e-300)
         Xn = full[:, live] / norm[live]

@@ -104,8 +104,23 @@ def _print_result(result: PixelSizeResult) -> None:
     t.add_row("anisotropy", f"{result.anisotropy_percent:.3f} %")
     t.add_row("major-axis angle", f"{result.major_angle_deg:.1f}° (from +x toward +y)")
     t.add_row("lattice constant", f"{result.lattice_constant_A:.5f} Å")
-    t.add_row("95 % interval", result.ci_method)
+    t.add_row(
+        "95 % interval: statistical",
+        f"± {result.pixel_size_ci95_statistical_A:.5f} Å/px ({result.ci_method})",
+    )
+    ctf_pct = 100.0 * 1.96 * result.pixel_size_ctf_bias_se_A / result.pixel_size_A
+    t.add_row(
+        "95 % interval: CTF modulation",
+        f"± {1.96 * result.pixel_size_ctf_bias_se_A:.5f} Å/px "
+        f"({result.n_defocus_groups} defocus group(s))",
+    )
     out_console.print(t)
+    if ctf_pct > 0.05:
+        err_console.print(
+            f"note: the CTF modulation across the broad rings may shift them by up to "
+            f"~{ctf_pct:.2f} %; images at larger defocus (rings averaging over many CTF "
+            "oscillations) or at several defoci (independent shifts) reduce it"
+        )
     r = Table(title="Rings")
     for c in ("hkl", "d (Å)", "radius (cycles/px)", "width (1/Å)", "SNR", "aliased"):
         r.add_column(c, justify="right")
@@ -121,7 +136,14 @@ def _print_result(result: PixelSizeResult) -> None:
     out_console.print(r)
     if result.n_images > 1:
         im = Table(title="Images")
-        for c in ("file", "pixel size (Å/px)", "anisotropy (%)", "angle (°)"):
+        for c in (
+            "file",
+            "pixel size (Å/px)",
+            "anisotropy (%)",
+            "angle (°)",
+            "Thon defocus (Å)",
+            "CTF u (%)",
+        ):
             im.add_column(c, justify="right" if c != "file" else "left")
         for x in result.images:
             im.add_row(
@@ -129,6 +151,8 @@ def _print_result(result: PixelSizeResult) -> None:
                 f"{x.pixel_size_A:.5f}",
                 f"{x.anisotropy_percent:.3f}",
                 f"{x.major_angle_deg:.1f}",
+                "-" if x.thon_defocus_A is None else f"{x.thon_defocus_A:.0f}",
+                f"{100.0 * x.ctf_bias_se_A / x.pixel_size_A:.3f}",
             )
         out_console.print(im)
 
