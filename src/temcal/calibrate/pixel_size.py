@@ -197,6 +197,9 @@ class ImagePixelSize:
         Pixel size found in the file header (hint only).
     header_magnification : float or None
         Magnification found in the file header.
+    anisotropy_se_percent : float
+        Standard error of the anisotropy (percentage points) from the scatter of the
+        ring radii between azimuthal sectors.
     thon_defocus_A : float or None
         Defocus (Å, underfocus positive) fitted to the Thon rings of the support film
         (``None`` when none were found); sets the CTF-modulation uncertainty.
@@ -222,6 +225,7 @@ class ImagePixelSize:
     n_samples: int
     header_pixel_size_A: float | None = None
     header_magnification: float | None = None
+    anisotropy_se_percent: float = float("nan")
     thon_defocus_A: float | None = None
     ctf_bias_se_A: float = 0.0
     diagnostics: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -244,6 +248,7 @@ class ImagePixelSize:
             "n_samples": self.n_samples,
             "header_pixel_size_A": self.header_pixel_size_A,
             "header_magnification": self.header_magnification,
+            "anisotropy_se_percent": self.anisotropy_se_percent,
             "thon_defocus_A": self.thon_defocus_A,
             "ctf_bias_se_A": self.ctf_bias_se_A,
         }
@@ -1223,15 +1228,17 @@ def _fit_ctf(model: _RingModel, th_base: np.ndarray, nr: int) -> optimize.Optimi
 
 def _sector_scale_se(
     model: _RingModel, th: np.ndarray, coef: np.ndarray, resid: np.ndarray, n_sectors: int = 36
-) -> float:
-    """Relative standard error of the isotropic scale from the scatter between sectors.
+) -> tuple[float, float]:
+    """Relative standard errors of the isotropic scale and of the anisotropy (fractions).
+
+    From the scatter between sectors.
 
     Each azimuthal sector's residuals are regressed on the model's derivative with
     respect to a common scale of ``W``, giving the sector's own preferred scale shift
     ``delta_k`` and its information ``h_k``. The fitted ellipse removes the mean and the
     ``cos 2 phi``, ``sin 2 phi`` components of ``delta_k``; the spread of what is left
-    gives the variance of the information-weighted mean (a sandwich estimate at the
-    level of sectors, robust to correlations within a sector).
+    gives the sandwich covariance of the mean and of the two 2-fold components
+    (robust to correlations within a sector).
     """
     eps = 1e-5
     W = model.unpack(th)["W"]
@@ -1252,7 +1259,7 @@ def _sector_scale_se(
     u = np.bincount(k, weights=dmw * resid, minlength=n_sectors)
     ok = h > 1e-12 * max(float(h.max()), 1e-300)
     if ok.sum() < 6:
-        return 0.0
+        return 0.0, 0.0
     delta = u[ok] / h[ok]
     hk = h[ok]
     centre = (np.arange(n_sectors)[ok] + 0.5) / n_sectors * 2 * np.pi - np.pi
@@ -1261,8 +1268,14 @@ def _sector_scale_se(
     coef_e, *_ = np.linalg.lstsq(A * sw[:, None], delta * sw, rcond=None)
     left = delta - A @ coef_e
     n_ok = int(ok.sum())
-    var = float(np.sum(hk * hk * left * left)) / float(hk.sum()) ** 2 * n_ok / (n_ok - 3)
-    return math.sqrt(max(var, 0.0))
+    # sandwich covariance of the weighted fit of delta_k on (1, cos 2 phi, sin 2 phi)
+    bread = np.linalg.pinv(A.T @ (A * hk[:, None]))
+    meat = A.T @ (A * (hk * hk * left * left)[:, None])
+    cov = bread @ meat @ bread * n_ok / (n_ok - 3)
+    scale_se = math.sqrt(max(float(cov[0, 0]), 0.0))
+    # a relative radius change a cos 2 phi + b sin 2 phi is an anisotropy of 2 sqrt(a^2 + b^2)
+    aniso_se = 2.0 * math.sqrt(max(0.5 * float(cov[1, 1] + cov[2, 2]), 0.0))
+    return scale_se, aniso_se
 
 
 def _finish(
@@ -1307,7 +1320,9 @@ def _finish(
     # spotty rings (few large grains) leave residuals correlated within each spot, and the
     # covariance above is then far too small: take the larger of it and a sector-level
     # sandwich estimate
-    se = max(se, _sector_scale_se(model, res.x, coef, resid) * geom.pixel_size_A)
+    sec_scale, sec_aniso = _sector_scale_se(model, res.x, coef, resid)
+    se = max(se, sec_scale * geom.pixel_size_A)
+    aniso_se = 100.0 * sec_aniso
     # ring amplitudes: inverse-variance mean over sectors and its standard error
     nr = len(radii)
     K = model.d.n_sectors
@@ -1369,6 +1384,7 @@ def _finish(
         pixel_matrix_A=((float(M[0, 0]), float(M[0, 1])), (float(M[1, 0]), float(M[1, 1]))),
         pixel_size_A=p_iso,
         pixel_size_se_A=se,
+        anisotropy_se_percent=aniso_se,
         pixel_major_A=geom.pixel_major_A,
         pixel_minor_A=geom.pixel_minor_A,
         anisotropy_percent=geom.anisotropy_percent,
@@ -1491,7 +1507,7 @@ def combine_image_results(
         method = "student-t over images"
     else:
         ci = 1.96 * per[0].pixel_size_se_A
-        ci_an = float("nan")
+        ci_an = 1.96 * per[0].anisotropy_se_percent
         method = "fit covariance (one image)"
     groups = _defocus_group_labels([im.thon_defocus_A for im in per])
     n_groups = int(groups.max()) + 1
