@@ -1049,6 +1049,24 @@ def _measure(
     lo2, hi2 = _bounds(nr2, False)
     _floor_widths(lo2, radii2, n, pb)
     res = _fit(model2, np.array(th_base), lo2, hi2)
+    # drop rings the joint fit cannot see (an alias lost in other rings or the
+    # background: no significant or a degenerate amplitude) and refit without them
+    ok = _ring_amplitude_ok(model2, res.x)
+    if 1 <= ok.sum() < ok.size:
+        sel = [data2.ring_idx[i] for i in np.flatnonzero(ok)]
+        W2 = model2.unpack(res.x)["W"]
+        data3 = _collect(spec, W2, radii[sel], half[sel], n_sectors=36, bin_width=bin_w)
+        if data3 is not None and len(data3.ring_idx) >= 1:
+            kept = [sel[i] for i in data3.ring_idx]
+            pos = {j: i for i, j in enumerate(data2.ring_idx)}
+            th3 = np.array(
+                [*res.x[:3], *(res.x[3 + pos[j]] for j in kept), res.x[3 + nr2], res.x[4 + nr2]]
+            )
+            radii2, hk2, nr2, data2 = radii[kept], [hk_used[j] for j in kept], len(kept), data3
+            model2 = _RingModel(data2, radii2, pb, s_ref, with_ctf=False)
+            lo2, hi2 = _bounds(nr2, False)
+            _floor_widths(lo2, radii2, n, pb)
+            res = _fit(model2, th3, lo2, hi2, geom_span=0.01)
     if optics is not None:
         model_c = _RingModel(data2, radii2, pb, s_ref, with_ctf=True, optics=optics)
         res_c = _fit_ctf(model_c, res.x, nr2)
@@ -1118,6 +1136,30 @@ def _with_ctf_bias(
     # on the simulator the strongly scattering grains shift rings up to ~2 b
     se = out.pixel_size_A * combine_ring_biases(rel, info)
     return dataclasses.replace(out, thon_defocus_A=defocus, ctf_bias_se_A=float(se))
+
+
+def _ring_amplitude_ok(model: _RingModel, th: np.ndarray) -> np.ndarray:
+    """Rings whose fitted amplitude is significant (SNR > 3) and not degenerate."""
+    resid, coef, _ = model.solve(th)
+    full = model.last_full
+    dof = max(1, resid.size - full.shape[1] - th.size)
+    s2 = float(resid @ resid) / dof
+    try:
+        var = np.diag(np.linalg.pinv(full.T @ full)) * s2
+    except np.linalg.LinAlgError:
+        return np.ones(model.nr, dtype=bool)
+    n_loc = model.nr + model.n_seg
+    ok = np.zeros(model.nr, dtype=bool)
+    for j in range(model.nr):
+        v = var[np.arange(model.d.n_sectors) * n_loc + j]
+        a = coef[:, j]
+        good = np.isfinite(v) & (v > 0)
+        if not good.any():
+            continue
+        wv = 1.0 / v[good]
+        snr = float(np.sum(a[good] * wv) / np.sqrt(np.sum(wv)))
+        ok[j] = 3.0 < snr < 1e5
+    return ok
 
 
 def _select_rings(
