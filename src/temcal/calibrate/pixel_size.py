@@ -112,6 +112,7 @@ _MAX_UNFOLDED_F = 2.2  # highest true frequency (cycles/px) searched through ali
 # and how far the best candidate stands above the best unrelated one
 _MIN_SIGNIFICANCE = 4.5
 _MIN_RING_PEAK = 3.0
+_MIN_DETECTED_PEAK = 3.0
 _MAX_SECOND_RATIO = 0.7
 _MIN_SECOND_MARGIN = 6.0
 # positions h^2 + k^2 + l^2 = N (in units of 1 / a^2) that FCC forbids, between the
@@ -481,19 +482,25 @@ def _level_profile(spec: np.ndarray, fmax: float) -> tuple[np.ndarray, np.ndarra
     return x, np.where(x < math.log(0.5), (za + zw) / math.sqrt(2.0), zw), za
 
 
-def _flatten(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Robust z-score of a log profile above a running low-percentile background."""
+def _flatten(
+    x: np.ndarray, y: np.ndarray, *, width: float = 0.07, smooth: float = 0.003
+) -> np.ndarray:
+    """Robust z-score of a log profile above a running low-percentile background.
+
+    ``width``: half-width of the background window, ``smooth``: Gaussian smoothing (both
+    in ln frequency).
+    """
     dx = float(np.median(np.diff(x)))
     grid = np.arange(x[0], x[-1] + dx, dx)
     yg = np.interp(grid, x, y)
-    half = max(3, round(0.07 / dx))
+    half = max(3, round(width / dx))
     bg = ndimage.percentile_filter(yg, 25, size=2 * half + 1, mode="nearest")
     bg = ndimage.uniform_filter1d(bg, size=half, mode="nearest")
     r = yg - bg
-    smooth = ndimage.gaussian_filter1d(r, sigma=max(1.0, 0.003 / dx))
+    sm = ndimage.gaussian_filter1d(r, sigma=max(1.0, smooth / dx))
     # robust spread of the flattened profile (rings cover a small part of it)
-    noise = 1.4826 * float(np.median(np.abs(smooth - np.median(smooth))))
-    z = smooth / max(noise, 1e-9)
+    noise = 1.4826 * float(np.median(np.abs(sm - np.median(sm))))
+    z = sm / max(noise, 1e-9)
     return np.interp(x, grid, z)
 
 
@@ -770,7 +777,7 @@ def _search_in_profile(
     second = float(np.max(score[far & usable])) if (far & usable).any() else 0.0
     sig = float(score[best])
     p = math.exp(float(lp[best]))
-    n_det = int(np.sum((sc.ring_peak[:, best] >= _MIN_RING_PEAK) & sc.ring_valid[:, best]))
+    n_det = int(np.sum((sc.ring_peak[:, best] >= _MIN_DETECTED_PEAK) & sc.ring_valid[:, best]))
     problem = None
     if sig < _MIN_SIGNIFICANCE:
         problem = f"scores {sig:.1f} < {_MIN_SIGNIFICANCE:g}"
