@@ -22,10 +22,11 @@ Method
    them) is subtracted. A candidate needs its 111 or 200 ring to stand out. The best
    one is accepted only if it scores >= 4.5, two of its rings stand out (one ring alone
    cannot tell 111 from 200 or 220), and no unrelated candidate comes close (ratio
-   > 0.7 and margin < 6); else :class:`~temcal.errors.CalibrationError` ("no gold
-   lattice rings found"). These thresholds were tuned on simulated gold and amorphous
-   carbon images (none of 140 carbon-only images passed). It is then refined within
-   ±0.6 % on the mean-power profile of its rings inside Nyquist.
+   > 0.7 and margin < 6; with a guess: score >= 3 and one ring); else
+   :class:`~temcal.errors.CalibrationError` ("no gold lattice rings found"). These
+   thresholds were tuned on simulated gold and amorphous carbon images (none of 140
+   carbon-only images passed). The best candidate is then refined within ±0.6 % on
+   the mean-power profile of its rings inside Nyquist.
    Factor two: ``d_222 = d_111 / 2`` and ``d_400 = d_200 / 2``, so ``p / 2`` puts its
    222 and 400 rings on the 111 and 200 rings of ``p``; a best candidate whose own 111
    and 200 rings are not seen while those of twice its pixel size are (a CTF zero on
@@ -123,6 +124,7 @@ _MAX_UNFOLDED_F = 2.2  # highest true frequency (cycles/px) searched through ali
 # see tests/test_pixel_size_search.py): score, number of rings standing out on their own,
 # and how far the best candidate stands above the best unrelated one
 _MIN_SIGNIFICANCE = 4.5
+_MIN_SIGNIFICANCE_GUESS = 3.0
 _MIN_RING_PEAK = 3.0
 _MIN_DETECTED_PEAK = 3.0
 _MAX_SECOND_RATIO = 0.7
@@ -777,9 +779,12 @@ def _search_in_profile(
     p = math.exp(float(lp[best]))
     n_det = int(np.sum((sc.ring_peak[:, best] >= _MIN_DETECTED_PEAK) & sc.ring_valid[:, best]))
     problem = None
-    if sig < _MIN_SIGNIFICANCE:
-        problem = f"scores {sig:.1f} < {_MIN_SIGNIFICANCE:g}"
-    elif n_det < min(2, len(d_list)):
+    # a guess leaves few candidates (and no factor-of-1.6 confusion): weaker rings do
+    min_sig = _MIN_SIGNIFICANCE if guess_pixel_size_A is None else _MIN_SIGNIFICANCE_GUESS
+    min_det = min(2, len(d_list)) if guess_pixel_size_A is None else 1
+    if sig < min_sig:
+        problem = f"scores {sig:.1f} < {min_sig:g}"
+    elif n_det < min_det:
         problem = f"only {n_det} ring(s) stand out"
     elif second > _MAX_SECOND_RATIO * sig and sig - second < _MIN_SECOND_MARGIN:
         problem = f"scores {sig:.1f}, ambiguous with another pixel size scoring {second:.1f}"
