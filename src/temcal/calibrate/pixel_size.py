@@ -4,7 +4,7 @@ Method
 ------
 1. **Spectrum.** Welch tile-averaged power spectra
    (:func:`temcal.spectra.calculate_power_spectrum`).
-2. **Search** (no guess needed, pixel sizes about 0.03-5 Å/px). The spectrum of the full
+2. **Search** (no guess needed, pixel sizes about 0.03-3.5 Å/px). The spectrum of the full
    image and of 4x and 16x binned copies are *unfolded* (each pixel ``q`` also placed at
    its aliases ``q + n`` up to 1.8 cycles/px, so rings beyond Nyquist count at their
    true radius; pixels on circles around the origin, which the azimuthal median shows,
