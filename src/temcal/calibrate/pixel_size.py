@@ -4,16 +4,29 @@ Method
 ------
 1. **Spectrum.** Welch tile-averaged power spectra
    (:func:`temcal.spectra.calculate_power_spectrum`).
-2. **Search** (no guess needed, pixel sizes about 0.03-5 Å/px). The spectrum of the full
+2. **Search** (no guess needed, pixel sizes about 0.03-3.5 Å/px). The spectrum of the full
    image and of 4x and 16x binned copies are *unfolded* (each pixel ``q`` also placed at
-   its aliases ``q + n``, so rings beyond Nyquist count at their true radius), reduced to
-   a log-frequency radial profile, flattened by a running low percentile and scaled by
-   its robust noise. Every candidate pixel size ``p`` on a log grid is scored by this
-   profile at the predicted radii ``p / d_hkl`` of all gold reflections at once; the
-   gold ratio pattern (sqrt 3 : sqrt 4 : sqrt 8 : sqrt 11 ...) makes the best match
-   unique. Each ring's score is its height above its flanks (7-15 % away), so Thon
-   rings and other periodic structure score low. A best score below threshold raises
-   :class:`~temcal.errors.CalibrationError` ("no gold lattice rings found").
+   its aliases ``q + n`` up to 1.8 cycles/px, so rings beyond Nyquist count at their
+   true radius; pixels on circles around the origin, which the azimuthal median shows,
+   are not unfolded, as they would make ghost rings at ``|n| -+ rho``). Two
+   log-frequency radial profiles are flattened by a running low percentile and scaled
+   by their robust noise: the mean power, and the mean of the spectrum divided by its
+   azimuthal median, which keeps only what is not a circle around the origin (aliased
+   rings, crystal spots) and drops smooth Thon rings; below Nyquist the two are
+   averaged, beyond it the second is used. Every candidate pixel size ``p`` on a log
+   grid is scored at the predicted radii ``p / d_hkl`` of all gold reflections at once
+   (the gold ratio pattern sqrt 3 : sqrt 4 : sqrt 8 : sqrt 11 ...). Each ring's score is
+   its height above its flanks (7-15 % away), so Thon rings and other periodic
+   structure score low, and twice the mean height of the peaks at the positions FCC
+   forbids (h^2 + k^2 + l^2 = 1, 2, 5, 6, 7, 9, 10; a regular comb like Thon rings fills
+   them) is subtracted. A candidate needs its 111 or 200 ring to stand out. The best
+   one is accepted only if it scores >= 4.5, two of its rings stand out (one ring alone
+   cannot tell 111 from 200 or 220), and no unrelated candidate comes close (ratio
+   > 0.7 and margin < 6; with a guess: score >= 3 and one ring); else
+   :class:`~temcal.errors.CalibrationError` ("no gold lattice rings found"). These
+   thresholds were tuned on simulated gold and amorphous carbon images (none of 140
+   carbon-only images passed). The best candidate is then refined within ±0.6 % on
+   the mean-power profile of its rings inside Nyquist.
    Factor two: ``d_222 = d_111 / 2`` and ``d_400 = d_200 / 2``, so ``p / 2`` puts its
    222 and 400 rings on the 111 and 200 rings of ``p``; a best candidate whose own 111
    and 200 rings are not seen while those of twice its pixel size are (a CTF zero on
@@ -108,7 +121,25 @@ SEARCH_RANGE_A = (0.025, 6.0)
 RING_GEOMETRY_EXPONENT = 1.0
 
 _MAX_UNFOLDED_F = 2.2  # highest true frequency (cycles/px) searched through aliasing
-_MIN_SIGNIFICANCE = 3.0
+# acceptance of the search's best candidate (tuned on simulated gold and amorphous images,
+# see tests/test_pixel_size_search.py): score, number of rings standing out on their own,
+# and how far the best candidate stands above the best unrelated one
+_MIN_SIGNIFICANCE = 4.5
+_MIN_SIGNIFICANCE_GUESS = 3.0
+_MIN_RING_PEAK = 3.0
+_MIN_DETECTED_PEAK = 3.0
+_MAX_SECOND_RATIO = 0.7
+_MIN_SECOND_MARGIN = 6.0
+# positions h^2 + k^2 + l^2 = N (in units of 1 / a^2) that FCC forbids, between the
+# strong gold rings: periodic structure (Thon rings) that matches gold rings shows here too
+_FORBIDDEN_N = (1, 2, 5, 6, 7, 9, 10)
+_FORBIDDEN_WEIGHT = 2.0
+# FCC-allowed h^2 + k^2 + l^2 (all even or all odd)
+_ALLOWED_N = (3, 4, 8, 11, 12, 16, 19, 20, 24, 27, 32, 35, 36, 40)
+_SEARCH_DX = 0.001  # step of the log-frequency search profile
+# highest true frequency (cycles/px) the search looks at through aliasing: beyond, the
+# detector MTF leaves little of a ring and ghosts of the aliased arcs dominate
+_SEARCH_MAX_F = 1.8
 # bound of the shared log-slope beta * s0 of the ring modulation (scattering factor,
 # envelopes, MTF): |d ln I / ds| <= ~15 Å at s0 ~ 0.42 Å⁻¹
 _BETA_MAX = 6.0
@@ -419,33 +450,94 @@ class _SearchResult:
     n_rings: int
 
 
-def _log_profile(spec: np.ndarray, fmax: float) -> tuple[np.ndarray, np.ndarray]:
-    """Log radial profile (bin means) of an alias-unfolded spectrum."""
+def _radial_median(spec: np.ndarray, step: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Azimuthal median of a centred spectrum in rings of ``step`` pixels.
+
+    Returns ``(radius_px, median)`` of the non-empty rings (radius = mean pixel radius).
+    """
+    n = spec.shape[0]
+    f = centred_frequencies(n) * n
+    r = np.hypot(f[None, :], f[:, None]).ravel()
+    rb = (r / step).astype(np.int64)
+    v = spec.ravel()
+    order = np.lexsort((v, rb))
+    nb = int(rb.max()) + 1
+    edges = np.searchsorted(rb[order], np.arange(nb + 1))
+    start, end = edges[:-1], edges[1:]
+    has = end > start
+    med = v[order[((start + end - 1) // 2)[has]]]
+    rc = np.bincount(rb, weights=r, minlength=nb)[has] / (end - start)[has]
+    return rc, med
+
+
+def _level_profile(spec: np.ndarray, fmax: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Search profile of one spectrum: flattened z-score on a log-frequency axis.
+
+    Two radial profiles of the alias-unfolded spectrum are combined: the log of the
+    mean power (``zA``: rings and every other circular structure, e.g. Thon rings) and
+    the mean of the spectrum divided by its own azimuthal median (``zW``: structure that
+    is not a circle around the origin -- aliased rings, which are circles around the
+    reciprocal-lattice points ``n``, and the spots of crystals; smooth Thon rings vanish).
+    Below Nyquist the profile is ``(zA + zW) / sqrt 2``, beyond it ``zW``. Pixels on
+    strong circular features inside the spectrum (a ring at radius ``rho``) are not
+    unfolded to their aliases, where they would make ghost rings at ``|n| -+ rho``.
+
+    Returns ``(x, z, zA)`` with ``x`` = ln(frequency in cycles/pixel); ``zA`` alone
+    gives the unbiased ring positions (``zW`` of an elliptical ring peaks at its edges).
+    """
     n = spec.shape[0]
     fmin = 6.0 / n
+    bw = 0.5 / n
     u = unfold_spectrum(spec, max_frequency=fmax, min_frequency=fmin, min_alias_base_frequency=0.06)
     r = np.hypot(u.qx, u.qy)
-    b = ((r - fmin) / (0.5 / n)).astype(np.int64)
-    cnt = np.bincount(b).astype(float)
-    v1 = np.bincount(b, weights=u.values, minlength=cnt.size)
-    f_mean = np.bincount(b, weights=r, minlength=cnt.size) / np.maximum(cnt, 1)
-    ok = (cnt >= 8) & (v1 > 0)
-    return np.log(f_mean[ok]), np.log(v1[ok] / cnt[ok])
+    b = ((r - fmin) / bw).astype(np.int64)
+    # the azimuthal median sees full circles (rings, Thon rings), not aliased arcs
+    rc, med = _radial_median(spec)
+    logm = np.log(np.maximum(med, 1e-30))
+    f = centred_frequencies(n)
+    rpix = np.hypot(f[None, :], f[:, None]).ravel()
+    w = spec.ravel() / np.exp(np.interp(rpix * n, rc, logm))
+    keep = np.ones(r.shape, dtype=bool)
+    inner = rc >= fmin * n
+    if inner.sum() > 20:
+        zm = _flatten(np.log(rc[inner]), logm[inner])
+        strong = ndimage.binary_dilation(zm > _MIN_RING_PEAK, iterations=2).astype(float)
+        ghost = np.interp(rpix * n, rc[inner], strong, left=0.0, right=0.0) > 0.5
+        prim = (u.alias[:, 0] == 0) & (u.alias[:, 1] == 0)
+        keep = prim | ~ghost[u.pixel]
+    bk = b[keep]
+    cnt = np.bincount(bk).astype(float)
+    fm = np.bincount(bk, weights=r[keep], minlength=cnt.size) / np.maximum(cnt, 1)
+    va = np.bincount(bk, weights=u.values[keep], minlength=cnt.size)
+    vw = np.bincount(bk, weights=w[u.pixel[keep]], minlength=cnt.size)
+    ok = (cnt >= 8) & (va > 0) & (vw > 0)
+    x = np.log(fm[ok])
+    if x.size <= 20:
+        return x, np.zeros_like(x), np.zeros_like(x)
+    za = _flatten(x, np.log(va[ok] / cnt[ok]))
+    zw = _flatten(x, np.log(vw[ok] / cnt[ok]))
+    return x, np.where(x < math.log(0.5), (za + zw) / math.sqrt(2.0), zw), za
 
 
-def _flatten(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Robust z-score of a log profile above a running low-percentile background."""
+def _flatten(
+    x: np.ndarray, y: np.ndarray, *, width: float = 0.07, smooth: float = 0.003
+) -> np.ndarray:
+    """Robust z-score of a log profile above a running low-percentile background.
+
+    ``width``: half-width of the background window, ``smooth``: Gaussian smoothing (both
+    in ln frequency).
+    """
     dx = float(np.median(np.diff(x)))
     grid = np.arange(x[0], x[-1] + dx, dx)
     yg = np.interp(grid, x, y)
-    half = max(3, round(0.07 / dx))
+    half = max(3, round(width / dx))
     bg = ndimage.percentile_filter(yg, 25, size=2 * half + 1, mode="nearest")
     bg = ndimage.uniform_filter1d(bg, size=half, mode="nearest")
     r = yg - bg
-    smooth = ndimage.gaussian_filter1d(r, sigma=max(1.0, 0.003 / dx))
+    sm = ndimage.gaussian_filter1d(r, sigma=max(1.0, smooth / dx))
     # robust spread of the flattened profile (rings cover a small part of it)
-    noise = 1.4826 * float(np.median(np.abs(smooth - np.median(smooth))))
-    z = smooth / max(noise, 1e-9)
+    noise = 1.4826 * float(np.median(np.abs(sm - np.median(sm))))
+    z = sm / max(noise, 1e-9)
     return np.interp(x, grid, z)
 
 
@@ -495,95 +587,249 @@ def _resolve_factor_two(
     return cur
 
 
+def _search_profile(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flattened z-score profiles of the alias-unfolded spectrum on a log-frequency grid.
+
+    Returns ``(xg, z, za)``: ``xg`` = ln(frequency in cycles/pixel) on a 0.001 grid,
+    ``z`` the search profile and ``za`` its mean-power part (see :func:`_level_profile`;
+    NaN where no level covers the grid).
+    """
+    levels: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    b = 1
+    sub = img
+    while min(img.shape) // b >= 128:
+        if b > 1:
+            sub = _bin_image(sub, 4)  # binned step by step from the previous level
+        tile = min(256, _pow2_at_most(min(sub.shape)))
+        spec = _spectrum(sub, tile)
+        fmax = _SEARCH_MAX_F if b == 1 else 0.45
+        x, zz, za = _level_profile(spec, fmax)
+        if x.size > 20:
+            levels.append((x - math.log(b), zz, za))
+        b *= 4
+    if not levels:
+        raise InputError("image too small to search for gold rings")
+    dx = _SEARCH_DX
+    lo = min(float(lv[0][0]) for lv in levels)
+    hi = max(float(lv[0][-1]) for lv in levels)
+    xg = np.arange(lo, hi, dx)
+    z = np.full(xg.shape, np.nan)
+    zg = np.full(xg.shape, np.nan)
+    for x, zz, za in levels:  # later (more binned) levels resolve low frequencies better
+        inside = (xg >= x[0]) & (xg <= x[-1])
+        z[inside] = np.interp(xg[inside], x, zz)
+        zg[inside] = np.interp(xg[inside], x, za)
+    return xg, z, zg
+
+
+def _refine_pixel_size(xg: np.ndarray, za: np.ndarray, d_list: Sequence[float], p: float) -> float:
+    """Refine a candidate within ±0.6 % on the mean-power profile of its rings.
+
+    Uses the rings inside Nyquist (``p / d < 0.45``) that stand out (``za >= 3``);
+    returns ``p`` unchanged when there are none.
+    """
+    lo, hi = float(xg[0]), float(xg[-1])
+    za0 = np.nan_to_num(za, nan=0.0)
+    lnd = np.log(np.asarray(d_list, dtype=float))
+    use = [
+        j
+        for j in range(len(d_list))
+        if p / d_list[j] < 0.45
+        and lo <= math.log(p) - lnd[j] <= hi
+        and float(np.interp(math.log(p) - lnd[j], xg, za0)) >= _MIN_RING_PEAK
+    ]
+    if not use:
+        return p
+    lp = math.log(p) + np.arange(-0.006, 0.0061, 0.0002)
+    total = np.zeros_like(lp)
+    for j in use:
+        wj = _RING_WEIGHT.get(round(d_list[0] / d_list[j], 2), 0.5) if j else 1.0
+        total += wj * np.interp(lp - lnd[j], xg, za0)
+    return math.exp(float(lp[int(np.argmax(total))]))
+
+
+def _peak_over_flanks(
+    z0: np.ndarray, offset: float, others: Sequence[float], dx: float
+) -> np.ndarray:
+    """Height of the profile above the higher of its flanks, for a ring at ``offset``.
+
+    A gold ring must stand above its flanks (Thon rings and other periodic structure
+    have neighbours of similar height): flank windows 7-15 % away (in ln frequency),
+    trimmed 4 % short of the other gold rings (``others``: their ln offsets).
+    """
+    flank = np.full(z0.shape, -np.inf)
+    for a0, a1 in ((-0.15, -0.07), (0.07, 0.15)):
+        lo_o, hi_o = a0, a1
+        for o in others:
+            rel = o - offset
+            if abs(rel) < 1e-9:
+                continue
+            if a0 < 0 and a0 - 0.04 < rel < 0:
+                lo_o = max(lo_o, rel + 0.04)
+            if a1 > 0 and 0 < rel < a1 + 0.04:
+                hi_o = min(hi_o, rel - 0.04)
+        if hi_o - lo_o < 0.01:
+            continue
+        k0, k1 = round(lo_o / dx), round(hi_o / dx)
+        mf = ndimage.maximum_filter1d(z0, size=k1 - k0 + 1, mode="nearest")
+        flank = np.maximum(flank, np.roll(mf, -((k0 + k1) // 2)))  # window centre
+    flank = np.where(np.isfinite(flank), np.maximum(flank, 0.0), 0.0)
+    return np.clip(z0 - flank, -3.0, 25.0)
+
+
+def _lattice_constant_from_spacings(d_list: Sequence[float]) -> float | None:
+    """The FCC lattice constant behind a list of gold spacings (``None`` if unclear)."""
+    d = np.asarray(d_list, dtype=float)
+    allowed = np.array(_ALLOWED_N, dtype=float)
+    for n0 in _ALLOWED_N:
+        a = float(d.max()) * math.sqrt(n0)
+        n_all = (a / d) ** 2
+        if np.all(np.min(np.abs(n_all[:, None] - allowed[None, :]), axis=1) < 1e-3):
+            return a
+    return None
+
+
+@dataclass(frozen=True)
+class _Scores:
+    lp: np.ndarray  # ln(candidate pixel size in Å)
+    score: np.ndarray  # gold-ring score minus the penalty for peaks at forbidden positions
+    usable: np.ndarray  # at least 1.5 (weighted) rings inside the profile
+    ring_peak: np.ndarray  # (n_rings, n_candidates) height of each ring above its flanks
+    ring_valid: np.ndarray  # (n_rings, n_candidates) ring inside the profile
+
+
+def _score_candidates(
+    xg: np.ndarray,
+    z: np.ndarray,
+    d_list: Sequence[float],
+    p_range: tuple[float, float],
+) -> _Scores:
+    """Score every candidate pixel size on a log grid against the gold ring pattern.
+
+    The score is the weighted mean height of the gold rings above their flanks, minus
+    ``_FORBIDDEN_WEIGHT`` times the mean positive height of the peaks at the positions
+    that the FCC lattice forbids (h^2 + k^2 + l^2 = 1, 2, 5, 6, 7, 9, 10): structure with
+    a regular period (Thon rings) that happens to fit the gold ratios fills those too.
+    """
+    dx = _SEARCH_DX
+    lo, hi = float(xg[0]), float(xg[-1])
+    z0 = np.nan_to_num(z, nan=0.0)
+    inside = np.isfinite(z).astype(float)
+    plo, phi = p_range
+    lp = np.arange(math.log(plo), math.log(phi), 0.0005)
+    lnd = np.log(np.asarray(d_list, dtype=float))
+    offsets = list(-lnd)  # ln(p / d) - ln p
+    total = np.zeros_like(lp)
+    count = np.zeros_like(lp)
+    peaks, valids = [], []
+    for j, d in enumerate(d_list):
+        wj = _RING_WEIGHT.get(round(d_list[0] / d, 2), 0.5) if j else 1.0
+        peak = _peak_over_flanks(z0, offsets[j], offsets, dx)
+        xr = lp + offsets[j]
+        zi = np.interp(xr, xg, peak, left=0.0, right=0.0)
+        valid = (xr >= lo) & (xr <= hi) & (np.interp(xr, xg, inside) > 0.5)
+        total += np.where(valid, wj * zi, 0.0)
+        count += np.where(valid, wj * wj, 0.0)
+        peaks.append(zi)
+        valids.append(valid)
+    usable = count >= min(1.5, float(count.max()))
+    score = np.where(usable, total / np.sqrt(np.maximum(count, 1)), -np.inf)
+    a = _lattice_constant_from_spacings(d_list)
+    if a is not None:
+        f_sum = np.zeros_like(lp)
+        f_cnt = np.zeros_like(lp)
+        for nf in _FORBIDDEN_N:
+            off = math.log(math.sqrt(nf) / a)
+            peak = _peak_over_flanks(z0, off, offsets, dx)
+            xr = lp + off
+            zi = np.interp(xr, xg, peak, left=0.0, right=0.0)
+            valid = (xr >= lo) & (xr <= hi) & (np.interp(xr, xg, inside) > 0.5)
+            f_sum += np.where(valid, np.maximum(zi, 0.0), 0.0)
+            f_cnt += valid
+        score = score - _FORBIDDEN_WEIGHT * f_sum / np.maximum(f_cnt, 1)
+    return _Scores(lp, score, usable, np.array(peaks), np.array(valids))
+
+
 def _search_pixel_size(
     img: np.ndarray,
     d_list: Sequence[float],
     *,
     guess_pixel_size_A: float | None,
 ) -> _SearchResult:
-    levels: list[tuple[np.ndarray, np.ndarray]] = []
-    b = 1
-    while min(img.shape) // b >= 128:
-        sub = _bin_image(img, b)
-        tile = min(256, _pow2_at_most(min(sub.shape)))
-        spec = _spectrum(sub, tile)
-        fmax = _MAX_UNFOLDED_F if b == 1 else 0.45
-        x, y = _log_profile(spec, fmax)
-        if x.size > 20:
-            levels.append((x - math.log(b), _flatten(x, y)))
-        b *= 4
-    if not levels:
-        raise InputError("image too small to search for gold rings")
-    dx = 0.001
-    lo = min(float(lv[0][0]) for lv in levels)
-    hi = max(float(lv[0][-1]) for lv in levels)
-    xg = np.arange(lo, hi, dx)
-    z = np.full(xg.shape, np.nan)
-    for x, zz in levels:  # later (more binned) levels resolve low frequencies better
-        inside = (xg >= x[0]) & (xg <= x[-1])
-        z[inside] = np.interp(xg[inside], x, zz)
+    xg, z, za = _search_profile(img)
+    found = _search_in_profile(xg, z, d_list, guess_pixel_size_A=guess_pixel_size_A)
+    p = _refine_pixel_size(xg, za, d_list, found.pixel_size_A)
+    return _SearchResult(pixel_size_A=p, significance=found.significance, n_rings=found.n_rings)
+
+
+def _search_in_profile(
+    xg: np.ndarray,
+    z: np.ndarray,
+    d_list: Sequence[float],
+    *,
+    guess_pixel_size_A: float | None,
+) -> _SearchResult:
+    """Best gold pixel size for a search profile (see :func:`_search_profile`).
+
+    Accepted only if it scores at least ``_MIN_SIGNIFICANCE``, at least two of its rings
+    stand ``_MIN_RING_PEAK`` above their flanks (one ring alone cannot tell 111 from
+    200 or 220), and no unrelated candidate (more than 3 % away) scores more than
+    ``_MAX_SECOND_RATIO`` times as much; otherwise :class:`CalibrationError`.
+    """
+    lo, hi = float(xg[0]), float(xg[-1])
     z0 = np.nan_to_num(z, nan=0.0)
     if guess_pixel_size_A is not None:
-        plo, phi = guess_pixel_size_A / 1.25, guess_pixel_size_A * 1.25
+        p_range = (guess_pixel_size_A / 1.25, guess_pixel_size_A * 1.25)
     else:
-        plo, phi = SEARCH_RANGE_A
-    lp = np.arange(math.log(plo), math.log(phi), 0.0005)
-    total = np.zeros_like(lp)
-    count = np.zeros_like(lp)
-    lnd = np.log(np.asarray(d_list))
-    for j, d in enumerate(d_list):
-        wj = _RING_WEIGHT.get(round(d_list[0] / d, 2), 0.5) if j else 1.0
-        xr = lp - math.log(d)
-        # a gold ring must stand above its flanks (Thon rings and other periodic
-        # structure have neighbours of similar height): flank windows 7-15 % away,
-        # trimmed 4 % short of the other gold rings
-        others = np.delete(-(lnd - lnd[j]), j)  # ln-offsets of the other rings
-        flank = np.full(xg.shape, -np.inf)
-        for a0, a1 in ((-0.15, -0.07), (0.07, 0.15)):
-            lo_o, hi_o = a0, a1
-            for o in others:
-                if a0 < 0 and a0 - 0.04 < o < 0:
-                    lo_o = max(lo_o, o + 0.04)
-                if a1 > 0 and 0 < o < a1 + 0.04:
-                    hi_o = min(hi_o, o - 0.04)
-            if hi_o - lo_o < 0.01:
-                continue
-            k0, k1 = round(lo_o / dx), round(hi_o / dx)
-            size = k1 - k0 + 1
-            mf = ndimage.maximum_filter1d(z0, size=size, mode="nearest")
-            shift = (k0 + k1) // 2  # window centred at offset (k0 + k1) / 2
-            flank = np.maximum(flank, np.roll(mf, -shift))
-        flank = np.where(np.isfinite(flank), np.maximum(flank, 0.0), 0.0)
-        peak = np.clip(z0 - flank, -3.0, 25.0)
-        zi = np.interp(xr, xg, peak, left=0.0, right=0.0)
-        valid = (xr >= lo) & (xr <= hi) & (np.interp(xr, xg, np.isfinite(z).astype(float)) > 0.5)
-        total += np.where(valid, wj * zi, 0.0)
-        count += np.where(valid, wj * wj, 0.0)
-    usable = count >= min(1.5, count.max())
+        p_range = SEARCH_RANGE_A
+    sc = _score_candidates(xg, z, d_list, p_range)
+    lp, usable = sc.lp, sc.usable
+    # gold's strongest rings are 111 and 200: a candidate needs one of them to stand out
+    # where they fall inside the spectrum (else its 220 and 311 on another candidate's
+    # 111 and 200, or a few rings far out in the aliases, can outscore the truth)
+    d_arr = np.asarray(d_list, dtype=float)
+    low = d_arr / d_arr.max() > 0.8  # 111 and 200 (of the rings used)
+    low_seen = np.any((sc.ring_peak[low] >= _MIN_RING_PEAK) & sc.ring_valid[low], axis=0)
+    low_inside = np.any(sc.ring_valid[low], axis=0)
+    usable = usable & (low_seen | ~low_inside)
+    score = np.where(usable, sc.score, -np.inf)
     if not usable.any():
         raise CalibrationError(
             "no gold lattice rings found: no plausible pixel size puts two gold rings inside "
             "the spectrum (image too small?)"
         )
-    score = np.where(usable, total / np.sqrt(np.maximum(count, 1)), -np.inf)
     best = int(np.argmax(score))
     best = _resolve_factor_two(best, lp, score, usable, xg, z0, d_list, (lo, hi))
-    far = np.abs(lp - lp[best]) > 0.05
+    # unrelated candidates: more than 3 % away. Half the pixel size puts its 222 and 400
+    # rings on our 111 and 200 (see _resolve_factor_two); it counts as unrelated only
+    # when one of its rings that do not fall on ours stands out too
+    dist = lp[best] - lp
+    far = np.abs(dist) > 0.03
+    half = int(np.argmin(np.abs(dist - math.log(2.0))))
+    if abs(dist[half] - math.log(2.0)) < 0.002:
+        on_ours = np.array([np.any(np.abs(2.0 * dj / d_arr - 1.0) < 1e-3) for dj in d_arr])
+        own = (sc.ring_peak[:, half] >= _MIN_RING_PEAK) & sc.ring_valid[:, half] & ~on_ours
+        if not own.any():
+            far &= np.abs(dist - math.log(2.0)) > 0.03
     second = float(np.max(score[far & usable])) if (far & usable).any() else 0.0
     sig = float(score[best])
     p = math.exp(float(lp[best]))
-    # rings individually detected at the best candidate
-    n_det = 0
-    for d in d_list:
-        xr1 = math.log(p / d)
-        if lo <= xr1 <= hi:
-            zi1 = float(np.interp(xr1, xg, np.nan_to_num(z, nan=0.0)))
-            n_det += zi1 > 3.0
-    if sig < _MIN_SIGNIFICANCE or n_det < min(2, len(d_list)):
+    n_det = int(np.sum((sc.ring_peak[:, best] >= _MIN_DETECTED_PEAK) & sc.ring_valid[:, best]))
+    problem = None
+    # a guess leaves few candidates (and no factor-of-1.6 confusion): weaker rings do
+    min_sig = _MIN_SIGNIFICANCE if guess_pixel_size_A is None else _MIN_SIGNIFICANCE_GUESS
+    min_det = min(2, len(d_list)) if guess_pixel_size_A is None else 1
+    if sig < min_sig:
+        problem = f"scores {sig:.1f} < {min_sig:g}"
+    elif n_det < min_det:
+        problem = f"only {n_det} ring(s) stand out"
+    elif second > _MAX_SECOND_RATIO * sig and sig - second < _MIN_SECOND_MARGIN:
+        problem = f"scores {sig:.1f}, ambiguous with another pixel size scoring {second:.1f}"
+    if problem is not None:
         raise CalibrationError(
             "no gold lattice rings found in the power spectrum (best candidate pixel size "
-            f"{p:.4g} Å/px scores {sig:.1f} (next {second:.1f}), {n_det} ring(s) detected); "
-            "is there gold in the image? (--guess or --rings may help with weak rings)"
+            f"{p:.4g} Å/px {problem}); is there gold in the image? "
+            "(--guess or --rings may help with weak rings)"
         )
     return _SearchResult(pixel_size_A=p, significance=sig, n_rings=n_det)
 
