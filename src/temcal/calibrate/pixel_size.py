@@ -131,8 +131,10 @@ _MIN_DETECTED_PEAK = 3.0
 _MAX_SECOND_RATIO = 0.7
 _MIN_SECOND_MARGIN = 6.0
 # positions h^2 + k^2 + l^2 = N (in units of 1 / a^2) that FCC forbids, between the
-# strong gold rings: periodic structure (Thon rings) that matches gold rings shows here too
-_FORBIDDEN_N = (1, 2, 5, 6, 7, 9, 10)
+# strong gold rings: periodic structure (Thon rings) that matches gold rings shows here too;
+# 2.25 (= 0.75 * 3) is the 111 of the pixel size 2 / sqrt 3 times smaller: a candidate that
+# takes the 200 ring for its 111 finds the true 111 there, inside its own innermost ring
+_FORBIDDEN_N = (1, 2, 2.25, 5, 6, 7, 9, 10)
 _FORBIDDEN_WEIGHT = 2.0
 # FCC-allowed h^2 + k^2 + l^2 (all even or all odd)
 _ALLOWED_N = (3, 4, 8, 11, 12, 16, 19, 20, 24, 27, 32, 35, 36, 40)
@@ -738,12 +740,18 @@ def _score_candidates(
     if a is not None:
         f_sum = np.zeros_like(lp)
         f_cnt = np.zeros_like(lp)
+        # folded arcs of rings beyond Nyquist pile up at radius |n| - p / d (tangent to
+        # that circle, n a reciprocal detector lattice vector): not a forbidden peak
+        ghosts = [nn - np.exp(lp + o) for o in offsets for nn in (1.0, math.sqrt(2.0), 2.0)]
         for nf in _FORBIDDEN_N:
             off = math.log(math.sqrt(nf) / a)
             peak = _peak_over_flanks(z0, off, offsets, dx)
             xr = lp + off
             zi = np.interp(xr, xg, peak, left=0.0, right=0.0)
             valid = (xr >= lo) & (xr <= hi) & (np.interp(xr, xg, inside) > 0.5)
+            fq = np.exp(xr)
+            for gq in ghosts:
+                valid &= ~((gq > 0) & (np.abs(fq / np.maximum(gq, 1e-12) - 1.0) < 0.02))
             f_sum += np.where(valid, np.maximum(zi, 0.0), 0.0)
             f_cnt += valid
         score = score - _FORBIDDEN_WEIGHT * f_sum / np.maximum(f_cnt, 1)
@@ -1560,7 +1568,10 @@ def _sector_scale_se(
     bread = np.linalg.pinv(A.T @ (A * hk[:, None]))
     meat = A.T @ (A * (hk * hk * left * left)[:, None])
     cov = bread @ meat @ bread * n_ok / (n_ok - 3)
-    scale_se = math.sqrt(max(float(cov[0, 0]), 0.0))
+    # the isotropic scale: the sandwich variance of the weighted mean (the full
+    # covariance above is unstable for the intercept when few sectors carry the rings)
+    var_mean = float(np.sum(hk * hk * left * left)) / float(hk.sum()) ** 2 * n_ok / (n_ok - 3)
+    scale_se = math.sqrt(max(var_mean, 0.0))
     # a relative radius change a cos 2 phi + b sin 2 phi is an anisotropy of 2 sqrt(a^2 + b^2)
     aniso_se = 2.0 * math.sqrt(max(0.5 * float(cov[1, 1] + cov[2, 2]), 0.0))
     return scale_se, aniso_se
@@ -1590,7 +1601,13 @@ def _finish(
     dof = max(1, resid.size - J.shape[1] - coef.size)
     s2 = float(resid @ resid) / dof
     try:
-        cov = np.linalg.pinv(J.T @ J) * s2
+        # parameters held at a bound are fixed; nuisance directions the data do not
+        # constrain at all (relative eigenvalue < 1e-10) are left out, not inflated
+        free = np.asarray(getattr(res, "active_mask", np.zeros(J.shape[1]))) == 0
+        free[:3] = True
+        Jf = J[:, free]
+        cov = np.zeros((J.shape[1], J.shape[1]))
+        cov[np.ix_(free, free)] = np.linalg.pinv(Jf.T @ Jf, rcond=1e-10, hermitian=True) * s2
     except np.linalg.LinAlgError:
         cov = np.full((J.shape[1], J.shape[1]), np.nan)
 
