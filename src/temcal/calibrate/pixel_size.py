@@ -1662,6 +1662,15 @@ def _finish(
                 aliased=bool(p_iso * radii[j] * (1 + geom.anisotropy_percent / 200) > 0.5),
             )
         )
+    # the shared log-slope beta of the ring modulation shifts each ring by w^2 beta, which
+    # is nearly degenerate with the scale; when the fit leaves it at its bound it is not
+    # determined, and the shift it could cause (rings weighted by SNR^2) is added
+    if abs(float(par["beta"])) * model.s_ref >= 0.98 * _BETA_MAX:
+        info = np.array([max(r.snr, 0.0) ** 2 if math.isfinite(r.snr) else 0.0 for r in ring_fits])
+        w_par = np.asarray(par["w"], dtype=float)
+        if info.sum() > 0:
+            rel = float(np.sum(info * w_par**2 / radii) / info.sum()) * _BETA_MAX / model.s_ref
+            se = math.hypot(se, rel * geom.pixel_size_A)
     n_sig = sum(r.snr > 5.0 and r.amplitude > 0 for r in ring_fits)
     if n_sig < 1:
         raise CalibrationError(
