@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from temcal.calibrate import pixel_size as ps
+from temcal.calibrate import gold_search as gs
 from temcal.calibrate.pixel_size import measure_gold_rings
 from temcal.errors import CalibrationError
 from temcal.physics.ctf import CTFParameters
@@ -109,7 +109,7 @@ def test_particles_right_or_rejected(seed: int) -> None:
     )
     img = sim.image.astype(np.float32)
     try:
-        found = ps._search_pixel_size(img, D_LIST, guess_pixel_size_A=None)
+        found = gs._search_pixel_size(img, D_LIST, guess_pixel_size_A=None)
     except CalibrationError:
         found = None
     if found is not None:
@@ -129,31 +129,31 @@ def test_aliased_ring_not_masked_as_ghost(rng: np.random.Generator) -> None:
     from ring_synth import ring_image
 
     img = ring_image(512, pixel_size_A=1.05, rng=rng).astype(np.float32)
-    found = ps._search_pixel_size(img, D_LIST, guess_pixel_size_A=None)
+    found = gs._search_pixel_size(img, D_LIST, guess_pixel_size_A=None)
     assert abs(found.pixel_size_A / 1.05 - 1.0) < 0.005
     assert found.n_rings >= 3
 
 
 def test_lattice_constant_from_spacings() -> None:
-    assert math.isclose(ps._lattice_constant_from_spacings(D_LIST) or 0.0, A_293K, rel_tol=1e-9)
+    assert math.isclose(gs._lattice_constant_from_spacings(D_LIST) or 0.0, A_293K, rel_tol=1e-9)
     sub = [d_spacing_A(h, 4.06) for h in [(2, 0, 0), (2, 2, 0), (3, 1, 1)]]
-    assert math.isclose(ps._lattice_constant_from_spacings(sub) or 0.0, 4.06, rel_tol=1e-9)
-    assert ps._lattice_constant_from_spacings([2.0, 1.9]) is None
+    assert math.isclose(gs._lattice_constant_from_spacings(sub) or 0.0, 4.06, rel_tol=1e-9)
+    assert gs._lattice_constant_from_spacings([2.0, 1.9]) is None
 
 
 def test_forbidden_positions_penalised() -> None:
     # a synthetic profile with peaks at every sqrt(N) (a regular comb, like Thon rings)
     # scores far below one with peaks at the FCC-allowed sqrt(N) only
     p = 0.8
-    xg = np.arange(math.log(0.01), math.log(1.6), ps._SEARCH_DX)
+    xg = np.arange(math.log(0.01), math.log(1.6), gs._SEARCH_DX)
     comb = np.zeros_like(xg)
     gold = np.zeros_like(xg)
     for n in range(1, 25):
         bump = 10.0 * np.exp(-0.5 * ((xg - math.log(p * math.sqrt(n) / A_293K)) / 0.004) ** 2)
         comb += bump
-        if n in ps._ALLOWED_N:
+        if n in gs._ALLOWED_N:
             gold += bump
-    s_gold = ps._score_candidates(xg, gold, D_LIST, (p / 1.01, p * 1.01))
-    s_comb = ps._score_candidates(xg, comb, D_LIST, (p / 1.01, p * 1.01))
+    s_gold = gs._score_candidates(xg, gold, D_LIST, (p / 1.01, p * 1.01))
+    s_comb = gs._score_candidates(xg, comb, D_LIST, (p / 1.01, p * 1.01))
     assert s_gold.score.max() > 5.0
     assert s_comb.score.max() < s_gold.score.max() - 5.0
