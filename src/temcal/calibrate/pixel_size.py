@@ -657,8 +657,8 @@ def _fit(
         x_scale="jac",
         method="trf",
         max_nfev=60,
-        xtol=1e-10,
-        ftol=1e-10,
+        xtol=1e-8,
+        ftol=1e-8,
     )
 
 
