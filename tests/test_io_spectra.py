@@ -114,3 +114,57 @@ def test_frequency_grid_centre() -> None:
 def test_power_spectrum_rejects_bad_tiles(rng: np.random.Generator) -> None:
     with pytest.raises(InputError):
         calculate_power_spectrum(rng.normal(size=(64, 64)), tile_size=128)
+
+
+def test_power_spectrum_single_precision_agrees(rng: np.random.Generator) -> None:
+    img = rng.normal(size=(600, 520)).astype(np.float32)
+    a = calculate_power_spectrum(img, tile_size=128, overlap=0.5)
+    b = calculate_power_spectrum(img, tile_size=128, overlap=0.5, dtype=np.float32)
+    assert a.n_tiles == b.n_tiles
+    assert b.data.dtype == np.float64
+    assert np.allclose(a.data, b.data, rtol=1e-4, atol=1e-6 * float(a.data.max()))
+
+
+def test_read_image_precision(tmp_path: Path, rng: np.random.Generator) -> None:
+    data = rng.normal(size=(70, 80)).astype(np.float32)
+    write_mrc(tmp_path / "a.mrc", data, pixel_size_A=1.0)
+    assert read_image(tmp_path / "a.mrc").data.dtype == np.float64
+    im = read_image(tmp_path / "a.mrc", dtype=np.float32)
+    assert im.data.dtype == np.float32
+    assert np.array_equal(im.data, data)
+
+
+def _unfold_reference(data, max_f, min_f, min_base):  # type: ignore[no-untyped-def]
+    # every pixel at every alias, filtered afterwards: slow but obviously right
+    n = data.shape[0]
+    f = (np.arange(n) - n // 2) / n
+    ky, kx = np.meshgrid(f, f, indexing="ij")
+    out = set()
+    for ny in range(-4, 5):
+        for nx in range(-4, 5):
+            r = np.hypot(kx + nx, ky + ny)
+            m = (r >= min_f) & (r < max_f)
+            if nx or ny:
+                m &= np.hypot(kx, ky) >= min_base
+            for p in np.flatnonzero(m.ravel()):
+                out.add((int(p), nx, ny))
+    return out
+
+
+@pytest.mark.parametrize(("max_f", "min_f", "min_base"), [(0.45, 0.02, 0.0), (1.3, 0.4, 0.06)])
+def test_unfold_spectrum_matches_reference(
+    max_f: float, min_f: float, min_base: float, rng: np.random.Generator
+) -> None:
+    from temcal.spectra.profiles import unfold_spectrum
+
+    data = rng.random((32, 32))
+    u = unfold_spectrum(
+        data, max_frequency=max_f, min_frequency=min_f, min_alias_base_frequency=min_base
+    )
+    got = {(int(p), int(a[0]), int(a[1])) for p, a in zip(u.pixel, u.alias, strict=True)}
+    assert got == _unfold_reference(data, max_f, min_f, min_base)
+    n = 32
+    iy, ix = np.divmod(u.pixel, n)
+    assert np.allclose(u.qx, (ix - n // 2) / n + u.alias[:, 0])
+    assert np.allclose(u.qy, (iy - n // 2) / n + u.alias[:, 1])
+    assert np.array_equal(u.values, data.ravel()[u.pixel])

@@ -180,3 +180,39 @@ def test_fit_recovers_from_a_search_off_by_more_than_one_percent(
     r = measure_gold_rings(img)
     assert abs(r.pixel_size_A / 1.3 - 1.0) < 1e-3
     assert r.anisotropy_percent < 0.3
+
+
+def test_analytic_jacobian_matches_finite_differences(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the variable-projection Jacobian (Golub-Pereyra) against central differences,
+    # at the start and at the solution of every joint fit of one image
+    from temcal.calibrate import pixel_size as ps
+
+    def central_differences(f, th):  # type: ignore[no-untyped-def]
+        cols = []
+        for k in range(th.size):
+            h = 1e-6 * max(1.0, abs(float(th[k])))
+            e = np.zeros_like(th)
+            e[k] = h
+            cols.append((f(th + e) - f(th - e)) / (2 * h))
+        return np.stack(cols, axis=1)
+
+    checked: list[float] = []
+    orig = ps._fit
+
+    def fit_and_check(model, th0, lower, upper, geom_span=0.012):  # type: ignore[no-untyped-def]
+        res = orig(model, th0, lower, upper, geom_span)
+        for th in (th0, res.x):
+            th = np.clip(th, lower + 1e-6, upper - 1e-6)
+            ja = model.jacobian(th)
+            jn = central_differences(model.residual, th)
+            scale = np.maximum(np.linalg.norm(jn, axis=0), 1e-12 * np.linalg.norm(jn))
+            checked.append(float((np.linalg.norm(ja - jn, axis=0) / scale).max()))
+        return res
+
+    monkeypatch.setattr(ps, "_fit", fit_and_check)
+    img = ring_image(512, pixel_size_A=0.8, anisotropy_percent=1.0, major_angle_deg=30.0, rng=rng)
+    measure_gold_rings(img)
+    assert len(checked) >= 4
+    assert max(checked) < 1e-3

@@ -199,6 +199,7 @@ def fit_ctf(
     tile_size: int | None = None,
     overlap: float | None = None,
     exclude_resolutions_A: tuple[float, ...] = (),
+    max_astigmatism_A: float | None = None,
 ) -> CTFFit:
     """Fit defocus, astigmatism (and a phase shift) to a micrograph's Thon rings.
 
@@ -233,6 +234,10 @@ def fit_ctf(
     exclude_resolutions_A : tuple of float
         Resolutions (Å) whose annuli (±4 %) are left out, e.g. gold reflections
         (:func:`gold_exclusions_A`).
+    max_astigmatism_A : float, optional
+        Largest astigmatism ``defocus_u_A - defocus_v_A`` (Å) the coarse search tries
+        (default: a quarter of the search range, at most 25000 Å). A smaller value makes
+        the search faster; the refinement is not bounded by it.
 
     Returns
     -------
@@ -258,6 +263,7 @@ def fit_ctf(
         tile_size=tile_size,
         overlap=overlap,
         exclude_resolutions_A=exclude_resolutions_A,
+        max_astigmatism_A=max_astigmatism_A,
     )
     return fit
 
@@ -276,6 +282,7 @@ def prepare_and_fit(
     tile_size: int | None = None,
     overlap: float | None = None,
     exclude_resolutions_A: tuple[float, ...] = (),
+    max_astigmatism_A: float | None = None,
 ) -> tuple[PreparedSpectrum, CTFFit, np.ndarray]:
     """Prepare the spectrum and fit it (the engine of :func:`fit_ctf`).
 
@@ -298,6 +305,7 @@ def prepare_and_fit(
         fit_phase_shift=fit_phase_shift,
         defocus_search_A=defocus_search_A,
         allow_focus_crossing=allow_focus_crossing,
+        max_astigmatism_A=max_astigmatism_A,
     )
     if tile_size is not None or isinstance(image_or_spectrum, PowerSpectrum):
         return prep, fit, theta
@@ -327,6 +335,7 @@ def fit_ctf_prepared(
     defocus_search_A: tuple[float, float] = (2000.0, 60000.0),
     allow_focus_crossing: bool = False,
     start_theta: np.ndarray | None = None,
+    max_astigmatism_A: float | None = None,
 ) -> tuple[CTFFit, np.ndarray]:
     """:func:`fit_ctf` on a prepared spectrum; also returns the internal parameters."""
     lo, hi = (float(defocus_search_A[0]), float(defocus_search_A[1]))
@@ -352,6 +361,7 @@ def fit_ctf_prepared(
                 r_hi_px=r_hi,
                 phases_rad=phases,
                 ellipse_search=r_hi == r_coarse,
+                max_astigmatism_A=max_astigmatism_A,
             )
         ]
     else:

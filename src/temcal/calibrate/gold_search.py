@@ -55,8 +55,13 @@ _RING_WEIGHT = {1.15: 0.8, 1.63: 0.6, 1.91: 0.6, 2.0: 0.4, 2.31: 0.3, 2.52: 0.3,
 def _bin_image(img: np.ndarray, b: int) -> np.ndarray:
     if b == 1:
         return img
-    ny, nx = (img.shape[0] // b) * b, (img.shape[1] // b) * b
-    return img[:ny, :nx].reshape(ny // b, b, nx // b, b).mean(axis=(1, 3))
+    ny, nx = img.shape[0] // b, img.shape[1] // b
+    acc = np.zeros((ny, nx))
+    for i in range(b):  # strided sums: several times faster than a reshaped mean
+        for j in range(b):
+            acc += img[i : ny * b : b, j : nx * b : b]
+    acc /= b * b
+    return acc
 
 
 def _pow2_at_most(n: int) -> int:
@@ -65,7 +70,7 @@ def _pow2_at_most(n: int) -> int:
 
 def _spectrum(img: np.ndarray, tile: int) -> np.ndarray:
     overlap = 0.5 if min(img.shape) < 4 * tile else 0.0
-    return calculate_power_spectrum(img, tile_size=tile, overlap=overlap).data
+    return calculate_power_spectrum(img, tile_size=tile, overlap=overlap, dtype=np.float32).data
 
 
 # --------------------------------------------------------------------------------------

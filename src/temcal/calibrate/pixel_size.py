@@ -396,14 +396,14 @@ def resolve_lattice_constant(
 def _load(item: Any, index: int) -> tuple[np.ndarray, ImageData | None, str | None]:
     if isinstance(item, ImageData):
         return (
-            check_image(item.data, name=str(item.path or f"image {index}")),
+            check_image(item.data, name=str(item.path or f"image {index}"), dtype=np.float32),
             item,
             (str(item.path) if item.path is not None else None),
         )
     if isinstance(item, str | Path):
-        im = read_image(item)
+        im = read_image(item, dtype=np.float32)
         return im.data, im, str(item)
-    return check_image(np.asarray(item), name=f"image {index}"), None, None
+    return check_image(np.asarray(item), name=f"image {index}", dtype=np.float32), None, None
 
 
 # --------------------------------------------------------------------------------------
@@ -552,7 +552,89 @@ class _RingModel:
         return yw - full @ sol, coef, X
 
     def residual(self, th: np.ndarray) -> np.ndarray:
-        return self.solve(th)[0]
+        r, coef, _ = self.solve(th)
+        self._last = (np.array(th, dtype=float), coef, r)
+        return r
+
+    def jacobian(self, th: np.ndarray) -> np.ndarray:
+        """Exact variable-projection Jacobian of :meth:`residual` (Golub and Pereyra).
+
+        With ``r = P y`` (``P`` the projector onto the complement of the weighted
+        design's columns) and ``D_k = dX_w / dtheta_k``:
+        ``dr/dtheta_k = -(P D_k c + (X_w^+)^T D_k^T r)``. Every derivative of the design
+        is analytic. Only for the model without the CTF modulation and one sector.
+        """
+        last = getattr(self, "_last", None)
+        if last is None or not np.array_equal(last[0], th):
+            self.residual(th)
+            last = self._last
+        c_vec = last[1][0]
+        r = last[2]
+        par = self.unpack(th)
+        d = self.d
+        W = par["W"]
+        ux = W[0, 0] * d.qx + W[0, 1] * d.qy
+        uy = W[1, 0] * d.qx + W[1, 1] * d.qy
+        s = np.hypot(ux, uy)
+        mod = self.modulation(s, par)
+        beta, eta = float(par["beta"]), float(par["eta"])
+        nr, nseg = self.nr, self.n_seg
+        e = RING_GEOMETRY_EXPONENT
+        geo = s ** (-e)
+        dgeo = -e * geo / s
+        hw = 1.1774100225154747
+        m, nc = s.size, nr + 4 * nseg
+        dXds = np.zeros((m, nc))
+        d_logw = np.zeros((m, nr))
+        d_eta = np.zeros((m, nc))
+        d_beta = np.zeros((m, nc))
+        deta = 0.5 * (1.0 - math.tanh(th[3 + nr]) ** 2)
+        for j in range(nr):
+            rj = self.radii[j]
+            wj = float(par["w"][j])
+            t = (s - rj) / wj
+            g = np.exp(-0.5 * t * t)
+            lo = 1.0 / (1.0 + (t / hw) ** 2)
+            pv = (1.0 - eta) * g + eta * lo
+            dpv_dx = ((1.0 - eta) * g * (-t) + eta * (-2.0 * t / hw**2) * lo * lo) / wj
+            dpv_dlogw = (1.0 - eta) * g * t * t + eta * 2.0 * (t / hw) ** 2 * lo * lo
+            base = rj * geo * mod
+            dXds[:, j] = rj * mod * (dpv_dx * geo + pv * dgeo - pv * geo * beta)
+            d_logw[:, j] = base * dpv_dlogw
+            d_eta[:, j] = base * (lo - g) * deta
+            d_beta[:, j] = -rj * pv * geo * (s - self.s_ref) * mod / self.s_ref
+        for k, (idx, (lo_k, hi_k)) in enumerate(zip(self._seg_idx, d.seg_range, strict=True)):
+            t = (2.0 * s[idx] - lo_k - hi_k) / (hi_k - lo_k)
+            dt = 2.0 / (hi_k - lo_k)
+            col = nr + nseg + 3 * k
+            dXds[idx, col] = dt
+            dXds[idx, col + 1] = 2.0 * t * dt
+            dXds[idx, col + 2] = 3.0 * t * t * dt
+        w = d.weight
+        p0 = self.p0
+        ds = [ux * d.qx / (p0 * s), uy * d.qy / (p0 * s), (ux * d.qy + uy * d.qx) / (p0 * s)]
+        full = self.last_full
+        norm = np.sqrt(np.einsum("ij,ij->j", full, full))
+        live = norm > 1e-12 * max(float(norm.max()), 1e-300)
+        Xn = full[:, live] / norm[live]
+        A = Xn.T @ Xn + 1e-10 * np.eye(Xn.shape[1])
+        n_par = 5 + nr
+        Dc = np.zeros((m, n_par))  # D_k c
+        DTr = np.zeros((nc, n_par))  # D_k^T r
+        wr = w * r
+        for k in range(3):
+            Dc[:, k] = (dXds @ c_vec) * ds[k] * w
+            DTr[:, k] = dXds.T @ (ds[k] * wr)
+        for j in range(nr):
+            Dc[:, 3 + j] = d_logw[:, j] * c_vec[j] * w
+            DTr[j, 3 + j] = float(d_logw[:, j] @ wr)
+        Dc[:, 3 + nr] = (d_eta @ c_vec) * w
+        DTr[:, 3 + nr] = d_eta.T @ wr
+        Dc[:, 4 + nr] = (d_beta @ c_vec) * w
+        DTr[:, 4 + nr] = d_beta.T @ wr
+        term1 = Dc - Xn @ np.linalg.solve(A, Xn.T @ Dc)
+        term2 = Xn @ np.linalg.solve(A, DTr[live] / norm[live][:, None])
+        return -(term1 + term2)
 
 
 def _segments(radii: np.ndarray, half: np.ndarray) -> list[tuple[float, float, list[int]]]:
@@ -653,6 +735,7 @@ def _fit(
     return optimize.least_squares(
         model.residual,
         th0,
+        jac=model.jacobian if not model.with_ctf and model.d.n_sectors == 1 else "2-point",
         bounds=(lower, upper),
         x_scale="jac",
         method="trf",
@@ -929,6 +1012,8 @@ def _with_ctf_bias(
             exclude_resolutions_A=gold_exclusions_A(
                 out.diagnostics.get("lattice_constant_A", 4.0782)
             ),
+            # only the mean defocus is needed: a narrow astigmatism search is enough
+            max_astigmatism_A=5000.0,
         )
         defocus = 0.5 * (fit.defocus_u_A + fit.defocus_v_A)
     except (TemcalError, ValueError, np.linalg.LinAlgError):
@@ -1008,12 +1093,31 @@ def _initial_rings(
     Returns, per ring, ``(radius, sigma, amplitude, snr)`` in Å⁻¹ (or ``None``).
     """
     n = spec.shape[0]
-    fmax = min(_MAX_UNFOLDED_F, float(radii.max()) * pb * 1.12)
-    u = unfold_spectrum(
-        spec, max_frequency=fmax, min_frequency=4.0 / n, min_alias_base_frequency=0.06
-    )
+    # unfold only the bands around the rings (±12 %, merged where they overlap)
+    bands: list[list[float]] = []
+    for rj in np.sort(radii):
+        lo_f = max(4.0 / n, 0.88 * rj * pb)
+        hi_f = min(_MAX_UNFOLDED_F, 1.12 * rj * pb)
+        if hi_f <= lo_f:
+            continue
+        if bands and lo_f <= bands[-1][1]:
+            bands[-1][1] = max(bands[-1][1], hi_f)
+        else:
+            bands.append([lo_f, hi_f])
+    rad_parts, val_parts = [], []
+    for lo_f, hi_f in bands:
+        u = unfold_spectrum(
+            spec, max_frequency=hi_f, min_frequency=lo_f, min_alias_base_frequency=0.06
+        )
+        rad_parts.append(np.hypot(u.qx, u.qy) / pb)
+        val_parts.append(u.values)
+    if not rad_parts or sum(a.size for a in rad_parts) == 0:
+        return [None] * len(radii)
     r, v, c = calculate_radial_profile(
-        np.hypot(u.qx, u.qy) / pb, u.values, bin_width=0.5 / (n * pb)
+        np.concatenate(rad_parts),
+        np.concatenate(val_parts),
+        bin_width=0.5 / (n * pb),
+        r_min=4.0 / (n * pb),
     )
     out: list[tuple[float, float, float, float] | None] = []
     for rj in radii:

@@ -73,8 +73,17 @@ def _positive(value: Any) -> float | None:
     return v if math.isfinite(v) and v > 0 else None
 
 
-def check_image(data: np.ndarray, *, name: str = "image", min_size: int = 64) -> np.ndarray:
-    """Validate an image array and return it as a 2-D float64 array (movies are summed).
+def check_image(
+    data: np.ndarray,
+    *,
+    name: str = "image",
+    min_size: int = 64,
+    dtype: type[np.floating] = np.float64,
+) -> np.ndarray:
+    """Validate an image array and return it as a 2-D float array (movies are summed).
+
+    ``dtype`` is the returned precision (default float64; float32 halves the memory of
+    large frames and is what the pixel-size estimator works in).
 
     Raises
     ------
@@ -96,15 +105,15 @@ def check_image(data: np.ndarray, *, name: str = "image", min_size: int = 64) ->
         )
     if np.iscomplexobj(arr):
         raise InputError(f"{name}: complex data is not an image; give real-valued intensities")
-    arr = np.asarray(arr, dtype=np.float64)
-    if not np.all(np.isfinite(arr)):
+    arr = np.asarray(arr, dtype=dtype)
+    if not np.isfinite(arr).all():
         raise InputError(f"{name}: image contains NaN or infinite values")
     if float(arr.max()) == float(arr.min()):
         raise InputError(f"{name}: image is blank (every pixel has the same value)")
     return arr
 
 
-def read_image(path: str | Path) -> ImageData:
+def read_image(path: str | Path, *, dtype: type[np.floating] = np.float64) -> ImageData:
     """Read a micrograph, movie or diffraction pattern.
 
     Parameters
@@ -112,6 +121,8 @@ def read_image(path: str | Path) -> ImageData:
     path : str or pathlib.Path
         An ``.mrc``/``.mrcs`` file, a ``.tif``/``.tiff`` file, or (with the ``formats``
         extra, rosettasciio) a ``.dm3``/``.dm4``/``.ser``/``.emd`` file.
+    dtype : numpy floating type
+        Precision of the returned data (default float64).
 
     Returns
     -------
@@ -147,7 +158,7 @@ def read_image(path: str | Path) -> ImageData:
     except Exception as exc:  # parser errors of every kind become one clear line
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{p}: cannot read as {suffix} image ({reason})") from None
-    data = check_image(img.data, name=str(p))
+    data = check_image(img.data, name=str(p), dtype=dtype)
     return ImageData(
         data=data,
         path=p,

@@ -87,28 +87,43 @@ def unfold_spectrum(
     n = data.shape[0]
     f = centred_frequencies(n)
     order = int(np.ceil(max_frequency + 0.5))
-    ky, kx = np.meshgrid(f, f, indexing="ij")
-    sel = np.ones_like(kx, dtype=bool) if keep is None else keep
-    kx1, ky1, v1 = kx[sel], ky[sel], data[sel]
-    pix1 = np.flatnonzero(sel.ravel())
+    sel = None if keep is None else np.asarray(keep, dtype=bool)
+    flat_index = np.arange(n * n).reshape(n, n)
+    base_far = None
+    if min_alias_base_frequency > 0:
+        base_far = f[:, None] ** 2 + f[None, :] ** 2 >= min_alias_base_frequency**2
+    lo2, hi2 = min_frequency**2, max_frequency**2
     xs, ys, vs, al, px = [], [], [], [], []
     for ny in range(-order, order + 1):
+        fy2 = (f + ny) ** 2
+        rows = np.flatnonzero(fy2 < hi2)
+        if rows.size == 0:
+            continue
         for nx in range(-order, order + 1):
             if np.hypot(abs(nx) - 0.5 if nx else 0.0, abs(ny) - 0.5 if ny else 0.0) > max_frequency:
                 continue
-            qx = kx1 + nx
-            qy = ky1 + ny
-            r = np.hypot(qx, qy)
-            m = (r >= min_frequency) & (r < max_frequency)
-            if (nx or ny) and min_alias_base_frequency > 0:
-                m &= np.hypot(kx1, ky1) >= min_alias_base_frequency
+            fx2 = (f + nx) ** 2
+            cols = np.flatnonzero(fx2 < hi2)
+            if cols.size == 0:
+                continue
+            # only the block of rows and columns that can reach the band
+            r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+            r2 = fy2[r0:r1, None] + fx2[None, c0:c1]
+            m = (r2 >= lo2) & (r2 < hi2)
+            if sel is not None:
+                m &= sel[r0:r1, c0:c1]
+            if (nx or ny) and base_far is not None:
+                m &= base_far[r0:r1, c0:c1]
             if not m.any():
                 continue
-            xs.append(qx[m])
-            ys.append(qy[m])
-            vs.append(v1[m])
-            al.append(np.broadcast_to(np.array([nx, ny]), (int(m.sum()), 2)))
-            px.append(pix1[m])
+            iy, ix = np.nonzero(m)
+            iy += r0
+            ix += c0
+            xs.append(f[ix] + nx)
+            ys.append(f[iy] + ny)
+            vs.append(data[iy, ix])
+            al.append(np.broadcast_to(np.array([nx, ny]), (iy.size, 2)))
+            px.append(flat_index[iy, ix])
     if not xs:
         empty = np.zeros(0)
         return UnfoldedSamples(
