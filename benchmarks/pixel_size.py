@@ -169,6 +169,19 @@ def _run_temcal(files: list[dict], budget_s: float) -> dict[str, dict]:
                 row["peak_MiB"] = peak
         except Exception as exc:
             row = {"error": f"{type(exc).__name__}: {exc}"}
+            # the same guess magCalEM gets (the truth rounded to 0.01 Å), reported apart
+            guess = round(float(truth["pixel_size_A"]), 2)
+            try:
+                res = estimate_pixel_size(
+                    [f], lattice_constant_A=LATTICE_A, guess_pixel_size_A=guess
+                )
+                row["with_guess"] = {
+                    "guess_A": guess,
+                    "pixel_size_A": res.pixel_size_A,
+                    "pixel_size_ci95_A": res.pixel_size_ci95_A,
+                }
+            except Exception as exc2:
+                row["with_guess"] = {"error": f"{type(exc2).__name__}: {exc2}"}
         out[f] = row
     return out
 
@@ -270,6 +283,14 @@ def _fmt(x: float, nd: int = 3) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.{nd}f}"
 
 
+def _guess_cell(errors: list[float], cover: list[bool]) -> str:
+    """Errors of the images measured only with a guess ('refused' where still refused)."""
+    if not errors:
+        return "-"
+    parts = ["refused" if math.isnan(e) else _fmt(e) for e in errors]
+    return ", ".join(parts) + (f" ({sum(cover)}/{len(cover)})" if cover else "")
+
+
 def _agg(values: list[float]) -> tuple[float, float]:
     v = [abs(x) for x in values if math.isfinite(x)]
     return (float(np.median(v)), float(np.max(v))) if v else (math.nan, math.nan)
@@ -323,6 +344,8 @@ def main() -> None:
         ct = [t for t in truths if t["case"] == case.name]
         e_t, e_m, a_t, g_t, a_m, g_m = [], [], [], [], [], []
         cover = []
+        e_g: list[float] = []
+        cover_g: list[bool] = []
         for t in ct:
             sim_times.append(t["simulate_seconds"])
             r = tem.get(t["file"], {})
@@ -336,6 +359,14 @@ def main() -> None:
                 times.append(r["cpu_seconds"])
                 if "peak_MiB" in r:
                     peaks.append(r["peak_MiB"])
+            wg = r.get("with_guess") or {}
+            if "pixel_size_A" in wg:
+                e_g.append(_pct(wg["pixel_size_A"], t["pixel_size_A"]))
+                cover_g.append(
+                    abs(wg["pixel_size_A"] - t["pixel_size_A"]) <= wg["pixel_size_ci95_A"]
+                )
+            elif "with_guess" in r:
+                e_g.append(math.nan)
             m = mag.get(t["file"], {})
             if "pixel_size_A" in m:
                 e_m.append(_pct(m["pixel_size_A"], t["pixel_size_A"]))
@@ -366,6 +397,7 @@ def main() -> None:
                 _fmt(_agg(g_t)[1], 1) if g_t else "-",
                 f"{_fmt(med_m)} / {_fmt(max_m)}",
                 (f"{_fmt(a_m[0], 2)} pp, {_fmt(g_m[0], 1)}°" if a_m else "-"),
+                _guess_cell(e_g, cover_g),
             ]
         )
     header = [
@@ -381,6 +413,7 @@ def main() -> None:
         "temcal max angle err (°)",
         "magCalEM |px err| % median / max",
         "magCalEM aniso err, angle err (1 image)",
+        "temcal refused ones, given magCalEM's guess: |px err| % (CI covers)",
     ]
     med_t, max_t = _agg(all_t)
     med_m, max_m = _agg(all_m)

@@ -26,6 +26,7 @@ def ring_image(
     sigma_per_A: float = 0.002,
     defocus_A: float | None = None,
     ring_amplitude: float = 20.0,
+    reflections: tuple[tuple[int, int, int], ...] = GOLD_REFLECTIONS[:4],
     rng: np.random.Generator,
 ) -> np.ndarray:
     M = pixel_matrix_A(pixel_size_A, anisotropy_percent, major_angle_deg)
@@ -44,7 +45,7 @@ def ring_image(
                 mod = mod * np.sin(chi + 0.07) ** 2 * 2.0
             amorph = 1.0 / (1.0 + (s / 0.1) ** 2)
             rings = np.zeros_like(s)
-            for hkl in GOLD_REFLECTIONS[:4]:
+            for hkl in reflections:
                 r = 1.0 / d_spacing_A(hkl, LATTICE_CONSTANT_293K_A)
                 rings += ring_amplitude * np.exp(-0.5 * ((s - r) / sigma_per_A) ** 2) * (r / s)
             S += mod * (amorph + rings)

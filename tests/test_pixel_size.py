@@ -216,3 +216,14 @@ def test_analytic_jacobian_matches_finite_differences(
     measure_gold_rings(img)
     assert len(checked) >= 4
     assert max(checked) < 1e-3
+
+
+def test_single_ring_needs_a_guess(rng: np.random.Generator) -> None:
+    # one ring cannot tell 111 from 200 (15 % apart): refused without a guess; with a
+    # guess 3 % off, the candidate near it wins and the 111 ring alone gives the answer
+    img = ring_image(1024, pixel_size_A=0.9, reflections=((1, 1, 1),), rng=rng)
+    with pytest.raises(CalibrationError, match="no gold lattice rings"):
+        measure_gold_rings(img)
+    r = measure_gold_rings(img, guess_pixel_size_A=0.93)
+    assert [x.hkl for x in r.rings] == ["111"]
+    assert abs(r.pixel_size_A / 0.9 - 1.0) < 2e-3

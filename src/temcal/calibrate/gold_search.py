@@ -414,7 +414,10 @@ def _search_in_profile(
     Accepted only if it scores at least ``_MIN_SIGNIFICANCE``, at least two of its rings
     stand ``_MIN_RING_PEAK`` above their flanks (one ring alone cannot tell 111 from
     200 or 220), and no unrelated candidate (more than 3 % away) scores more than
-    ``_MAX_SECOND_RATIO`` times as much; otherwise :class:`CalibrationError`.
+    ``_MAX_SECOND_RATIO`` times as much; otherwise :class:`CalibrationError`. With a
+    guess (the search stays within ×1.25 of it) one ring suffices, a lower score is
+    accepted, and when the best candidate lies within 10 % of the guess only candidates
+    within 10 % of it compete.
     """
     lo, hi = float(xg[0]), float(xg[-1])
     z0 = np.nan_to_num(z, nan=0.0)
@@ -451,6 +454,12 @@ def _search_in_profile(
         own = (sc.ring_peak[:, half] >= _MIN_RING_PEAK) & sc.ring_valid[:, half] & ~on_ours
         if not own.any():
             far &= np.abs(dist - math.log(2.0)) > 0.03
+    if guess_pixel_size_A is not None:
+        # the guess is information too: when the best candidate lies within 10 % of it,
+        # only candidates that close compete (111 and 200 on the same ring are 15 % apart)
+        near_guess = np.abs(lp - math.log(guess_pixel_size_A)) < math.log(1.1)
+        if near_guess[best]:
+            far &= near_guess
     second = float(np.max(score[far & usable])) if (far & usable).any() else 0.0
     sig = float(score[best])
     p = math.exp(float(lp[best]))

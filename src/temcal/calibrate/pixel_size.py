@@ -125,6 +125,9 @@ DEFAULT_TEMPERATURE_K = 293.0
 #: Geometric exponent of the ring profile: 1 for randomly oriented 3-D crystallites.
 RING_GEOMETRY_EXPONENT = 1.0
 
+# widest ring accepted, relative to the width of the most significant one
+_MAX_WIDTH_RATIO = 2.5
+
 _MAX_UNFOLDED_F = 2.2  # highest true frequency (cycles/px) fitted through aliasing
 # bound of the shared log-slope beta * s0 of the ring modulation (scattering factor,
 # envelopes, MTF): |d ln I / ds| <= ~15 Å at s0 ~ 0.42 Å⁻¹
@@ -898,6 +901,18 @@ def _measure(
         raise CalibrationError(
             "no gold lattice rings found: no ring is significant in the spectrum fit"
         )
+    # every ring of the same grains has about the same width (size broadening; strain
+    # adds a little at higher orders): a weak ring far broader than the most significant
+    # one is a bump of the background or of the aliases, not gold
+    snr1 = np.array([f[3] if f is not None else -np.inf for f in fit1])
+    f_best = fit1[int(np.argmax(snr1))]
+    if f_best is not None:
+        strong &= np.array(
+            [
+                f is not None and (f[1] <= _MAX_WIDTH_RATIO * f_best[1] or f[3] >= 0.5 * f_best[3])
+                for f in fit1
+            ]
+        )
     consistent = _select_rings(fit1, radii)
     # scale: the rings fitted alone when two or more agree, else the search's value
     scale = 1.0
@@ -1081,7 +1096,8 @@ def _select_rings(
         if f is None:
             continue
         ok_pos = abs(f[0] / radii[j] / scale - 1.0) < 0.006 + 1.5 * f[1] / radii[j]
-        keep[j] = f[3] > 5.0 and ok_pos and f[1] < 0.05 * radii[j]
+        ok_width = f[1] <= _MAX_WIDTH_RATIO * f_ref[1] or f[3] >= 0.5 * f_ref[3]
+        keep[j] = f[3] > 5.0 and ok_pos and ok_width and f[1] < 0.05 * radii[j]
     return keep
 
 
