@@ -125,8 +125,8 @@ def calculate_power_spectrum(
     acc = np.zeros((n, n // 2 + 1))
     count = 0
     xs = _tile_starts(nx, n, step)
-    # a row of tiles at a time: one batched FFT, tiles converted to float64 one row at a
-    # time (no full-size float64 copy of a large image)
+    # a row of tiles at a time: one batched FFT, the tiles converted to ``dtype`` a row at
+    # a time (no full-size float64 copy of a large image)
     batch = np.empty((len(xs), n, n), dtype=dtype)
     for y0 in _tile_starts(ny, n, step):
         for i, x0 in enumerate(xs):
