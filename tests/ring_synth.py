@@ -13,8 +13,14 @@ import math
 
 import numpy as np
 
-from temcal.physics.gold import GOLD_REFLECTIONS, LATTICE_CONSTANT_293K_A, d_spacing_A
+from temcal.physics.gold import (
+    GOLD_REFLECTIONS,
+    LATTICE_CONSTANT_293K_A,
+    d_spacing_A,
+    reflection_multiplicity,
+)
 from temcal.physics.magnification import pixel_matrix_A
+from temcal.physics.scattering import electron_scattering_factor_A
 
 
 def ring_image(
@@ -27,8 +33,16 @@ def ring_image(
     defocus_A: float | None = None,
     ring_amplitude: float = 20.0,
     reflections: tuple[tuple[int, int, int], ...] = GOLD_REFLECTIONS[:4],
+    envelope_b_A2: float | None = None,
     rng: np.random.Generator,
 ) -> np.ndarray:
+    """Gold-ring image; ``envelope_b_A2`` switches to kinematic ring intensities.
+
+    With ``envelope_b_A2``, ring ``j`` has the intensity of a 3-D gold powder cut by the
+    image plane, ``m_j f_e(s)^2 exp(-B s^2 / 2) / (R_j s)`` times a normalised Gaussian
+    profile (multiplicity ``m_j``, gold scattering factor ``f_e``), instead of equal
+    amplitudes under the smooth ``exp(-s - 2 s^2)``.
+    """
     M = pixel_matrix_A(pixel_size_A, anisotropy_percent, major_angle_deg)
     W = np.linalg.inv(M)
     f = np.fft.fftfreq(n)
@@ -47,7 +61,19 @@ def ring_image(
             rings = np.zeros_like(s)
             for hkl in reflections:
                 r = 1.0 / d_spacing_A(hkl, LATTICE_CONSTANT_293K_A)
-                rings += ring_amplitude * np.exp(-0.5 * ((s - r) / sigma_per_A) ** 2) * (r / s)
+                prof = np.exp(-0.5 * ((s - r) / sigma_per_A) ** 2)
+                if envelope_b_A2 is None:
+                    rings += ring_amplitude * prof * (r / s)
+                else:
+                    rings += prof * reflection_multiplicity(hkl) / (r * s * sigma_per_A)
+            if envelope_b_A2 is not None:
+                r111 = 1.0 / d_spacing_A((1, 1, 1), LATTICE_CONSTANT_293K_A)
+                kin = (electron_scattering_factor_A(s) / electron_scattering_factor_A(r111)) ** 2
+                kin *= np.exp(-0.5 * envelope_b_A2 * (s * s - r111 * r111))
+                norm = ring_amplitude * r111 * r111 * sigma_per_A / 8.0  # 111 ring peak
+                rings *= kin * norm * np.sinc(X) ** 2 * np.sinc(Y) ** 2
+                S += mod * amorph + rings
+                continue
             S += mod * (amorph + rings)
     S += 0.05
     F = np.sqrt(S) * (rng.standard_normal((n, n)) + 1j * rng.standard_normal((n, n)))

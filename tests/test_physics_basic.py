@@ -16,7 +16,7 @@ from temcal.physics import (
     lattice_constant_A,
     parse_hkl,
 )
-from temcal.physics.gold import check_lattice_constant_A, parse_rings
+from temcal.physics.gold import check_lattice_constant_A, parse_rings, reflection_multiplicity
 
 
 @pytest.mark.parametrize(("kv", "expected"), [(200, 0.025079), (300, 0.019687), (100, 0.037014)])
@@ -68,6 +68,13 @@ def test_reflections_are_allowed_and_ordered() -> None:
 def test_parse_hkl_rejects(bad: str) -> None:
     with pytest.raises(InputError):
         parse_hkl(bad)
+
+
+def test_reflection_multiplicities() -> None:
+    # powder multiplicities of the cubic forms (International Tables, any powder text)
+    expected = {"111": 8, "200": 6, "220": 12, "311": 24, "222": 8, "400": 6, "331": 24, "420": 24}
+    for hkl, m in expected.items():
+        assert reflection_multiplicity(tuple(int(c) for c in hkl)) == m  # type: ignore[arg-type]
 
 
 def test_parse_rings() -> None:

@@ -132,6 +132,11 @@ _MAX_UNFOLDED_F = 2.2  # highest true frequency (cycles/px) fitted through alias
 # bound of the shared log-slope beta * s0 of the ring modulation (scattering factor,
 # envelopes, MTF): |d ln I / ds| <= ~15 Å at s0 ~ 0.42 Å⁻¹
 _BETA_MAX = 6.0
+# largest Gaussian envelope B (Å²) of the ring intensities taken from their amplitudes
+_ENVELOPE_B_MAX_A2 = 60.0
+# standard uncertainty of the ring slopes from the ring intensities, in units of
+# beta * s_ref, for the profile shape being only roughly kinematic
+_SLOPE_MODEL_SD = 2.0
 _HKL = {r: "".join(map(str, r)) for r in GOLD_REFLECTIONS}
 
 
@@ -450,6 +455,7 @@ class _RingModel:
         s_ref: float,
         with_ctf: bool,
         optics: tuple[float, float] = (300.0, 2.7),
+        ring_slopes: np.ndarray | None = None,
     ) -> None:
         from temcal.physics.wavelength import calculate_wavelength_A
 
@@ -461,6 +467,15 @@ class _RingModel:
         self.s_ref = s_ref
         self.with_ctf = with_ctf
         self.nr = len(radii)
+        # fixed log-slope of each ring's own modulation (Å): exp(-slope_j (s - R_j))
+        self.ring_slopes = (
+            np.zeros(self.nr) if ring_slopes is None else np.asarray(ring_slopes, dtype=float)
+        )
+        # envelope B (Å²) the slopes came from and its standard error (0: not used)
+        self.envelope_b_A2: float | None = None
+        self.envelope_se_A2 = 0.0
+        # weight of the prior residual ``beta_prior * (beta s_ref)`` (None: no prior)
+        self.beta_prior: float | None = None
         self.n_seg = len(data.seg_range)
         self._seg_idx = [np.flatnonzero(data.seg == k) for k in range(self.n_seg)]
 
@@ -506,6 +521,8 @@ class _RingModel:
             rj = self.radii[j]
             prof = _pseudo_voigt(s - rj, par["w"][j], par["eta"])
             X[:, j] = prof * (rj * geo) * mod
+            if self.ring_slopes[j] != 0.0:
+                X[:, j] *= np.exp(-self.ring_slopes[j] * (s - rj))
         for k, idx in enumerate(self._seg_idx):  # per-sector background level of each segment
             X[idx, nr + k] = 1.0
         for k, (idx, (lo, hi)) in enumerate(zip(self._seg_idx, self.d.seg_range, strict=True)):
@@ -557,6 +574,8 @@ class _RingModel:
     def residual(self, th: np.ndarray) -> np.ndarray:
         r, coef, _ = self.solve(th)
         self._last = (np.array(th, dtype=float), coef, r)
+        if self.beta_prior is not None:  # Gaussian prior on the shared slope
+            return np.append(r, self.beta_prior * th[4 + self.nr])
         return r
 
     def jacobian(self, th: np.ndarray) -> np.ndarray:
@@ -601,11 +620,13 @@ class _RingModel:
             pv = (1.0 - eta) * g + eta * lo
             dpv_dx = ((1.0 - eta) * g * (-t) + eta * (-2.0 * t / hw**2) * lo * lo) / wj
             dpv_dlogw = (1.0 - eta) * g * t * t + eta * 2.0 * (t / hw) ** 2 * lo * lo
-            base = rj * geo * mod
-            dXds[:, j] = rj * mod * (dpv_dx * geo + pv * dgeo - pv * geo * beta)
+            slope_j = float(self.ring_slopes[j])
+            mod_j = mod * np.exp(-slope_j * (s - rj)) if slope_j != 0.0 else mod
+            base = rj * geo * mod_j
+            dXds[:, j] = rj * mod_j * (dpv_dx * geo + pv * dgeo - pv * geo * (beta + slope_j))
             d_logw[:, j] = base * dpv_dlogw
             d_eta[:, j] = base * (lo - g) * deta
-            d_beta[:, j] = -rj * pv * geo * (s - self.s_ref) * mod / self.s_ref
+            d_beta[:, j] = -rj * pv * geo * (s - self.s_ref) * mod_j / self.s_ref
         for k, (idx, (lo_k, hi_k)) in enumerate(zip(self._seg_idx, d.seg_range, strict=True)):
             t = (2.0 * s[idx] - lo_k - hi_k) / (hi_k - lo_k)
             dt = 2.0 / (hi_k - lo_k)
@@ -637,7 +658,12 @@ class _RingModel:
         DTr[:, 4 + nr] = d_beta.T @ wr
         term1 = Dc - Xn @ np.linalg.solve(A, Xn.T @ Dc)
         term2 = Xn @ np.linalg.solve(A, DTr[live] / norm[live][:, None])
-        return -(term1 + term2)
+        jac = -(term1 + term2)
+        if self.beta_prior is not None:
+            row = np.zeros((1, jac.shape[1]))
+            row[0, 4 + nr] = self.beta_prior
+            jac = np.vstack([jac, row])
+        return jac
 
 
 def _segments(radii: np.ndarray, half: np.ndarray) -> list[tuple[float, float, list[int]]]:
@@ -983,6 +1009,24 @@ def _measure(
             lo2, hi2 = _bounds(nr2, False)
             _floor_widths(lo2, radii2, n, pb)
             res = _fit(model2, th3, lo2, hi2, geom_span=0.01)
+    # broad rings: the slope of the intensity across each ring from the envelope of the
+    # ring intensities (the fit alone cannot tell it from the ring positions)
+    # (iterated: the amplitudes depend a little on the slopes)
+    b_prev = math.inf
+    for _ in range(4):
+        env = _envelope_slopes(model2, res.x, hk2)
+        if env is None or abs(env[1] - b_prev) < 0.5:
+            break
+        b_prev = env[1]
+        model_e = _RingModel(data2, radii2, pb, s_ref, with_ctf=False, ring_slopes=env[0])
+        model_e.envelope_b_A2, model_e.envelope_se_A2 = env[1], env[2]
+        lo2, hi2 = _bounds(nr2, False)
+        _floor_widths(lo2, radii2, n, pb)
+        lo2[4 + nr2], hi2[4 + nr2] = -1e-6, 1e-6  # the shared slope is replaced
+        th_e = res.x.copy()
+        th_e[4 + nr2] = 0.0
+        res = _fit(model_e, th_e, lo2, hi2, geom_span=0.01)
+        model2 = model_e
     if optics is not None:
         model_c = _RingModel(data2, radii2, pb, s_ref, with_ctf=True, optics=optics)
         res_c = _fit_ctf(model_c, res.x, nr2)
@@ -1054,6 +1098,93 @@ def _with_ctf_bias(
     # on the simulator the strongly scattering grains shift rings up to ~2 b
     se = out.pixel_size_A * combine_ring_biases(rel, info)
     return dataclasses.replace(out, thon_defocus_A=defocus, ctf_bias_se_A=float(se))
+
+
+def _ring_amplitudes(
+    model: _RingModel, coef: np.ndarray, s2: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ring amplitudes (inverse-variance mean over sectors) and their standard errors."""
+    nr = model.nr
+    K = model.d.n_sectors
+    n_loc = nr + model.n_seg
+    full = model.last_full
+    try:
+        var = np.diag(np.linalg.pinv(full.T @ full)) * s2
+    except np.linalg.LinAlgError:
+        var = np.full(full.shape[1], np.nan)
+    amp_mean = np.zeros(nr)
+    amp_se = np.full(nr, np.inf)
+    for j in range(nr):
+        a = coef[:, j]
+        v = var[np.arange(K) * n_loc + j]
+        ok = np.isfinite(v) & (v > 0) & (np.abs(a) > 0)
+        if ok.any():
+            wv = 1.0 / v[ok]
+            amp_mean[j] = float(np.sum(a[ok] * wv) / np.sum(wv))
+            amp_se[j] = float(1.0 / math.sqrt(np.sum(wv)))
+    return amp_mean, amp_se
+
+
+def _envelope_slopes(
+    model: _RingModel, th: np.ndarray, hkls: Sequence[tuple[int, int, int]]
+) -> tuple[np.ndarray, float, float] | None:
+    """Log-slope of each ring's modulation from the intensities of all rings.
+
+    A broad ring's position is degenerate with the log-slope of the intensity across it
+    (a Gaussian times ``exp(-beta s)`` is a shifted Gaussian), so the slope is taken from
+    the rings' integrated intensities instead. Kinematically, ring ``j`` carries
+    ``I_j ~ m_j f_e(R_j)^2 E(R_j) / R_j`` (multiplicity ``m_j``, FCC structure factor
+    ``4 f_e``, the ``1/R`` of a 3-D powder shell cut by the image plane), and the model's
+    integrated ring is ``~ A_j R_j w_j``. The envelope ``E(s) = exp(-B s^2 / 2)`` (Debye-
+    Waller, coherence envelopes, detector MTF, all in one Gaussian) is fitted to
+    ``ln(A_j R_j^2 w_j / (m_j f_e^2))`` weighted by the rings' SNR, ``B`` clipped to
+    ``[0, 60]`` Å² (nothing in the imaging raises intensity with frequency), and ring
+    ``j``'s slope is ``-d ln(f_e^2 E) / ds`` at ``R_j``.
+
+    Returns
+    -------
+    tuple or None
+        ``(slopes_A, B_A2, se_B_A2)``, or ``None`` with fewer than two rings of SNR > 5.
+    """
+    from temcal.physics.gold import reflection_multiplicity
+    from temcal.physics.scattering import electron_scattering_factor_A
+
+    resid, coef, _ = model.solve(th)
+    dof = max(1, resid.size - th.size - coef.size)
+    amp, amp_se = _ring_amplitudes(model, coef, float(resid @ resid) / dof)
+    par = model.unpack(th)
+    R = model.radii
+    w = np.asarray(par["w"], dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = amp / amp_se
+    ok = np.isfinite(snr) & (snr > 5.0) & (amp > 0)
+    if ok.sum() < 2:
+        return None
+    mult = np.array([reflection_multiplicity(h) for h in hkls], dtype=float)
+    fe = electron_scattering_factor_A(R)
+    peak = amp * np.exp(-float(par["beta"]) * (R - model.s_ref))
+    y = np.log(np.abs(peak) * R**2 * w / (mult * fe**2))[ok]
+    sy = np.hypot(1.0 / snr[ok], 0.05)  # 5 %: profile-shape mismatch between rings
+    X = np.stack([np.ones(int(ok.sum())), -0.5 * R[ok] ** 2], axis=1)
+    Wt = 1.0 / sy**2
+    A = X.T @ (X * Wt[:, None])
+    try:
+        cov = np.linalg.inv(A)
+    except np.linalg.LinAlgError:
+        return None
+    b_raw = float((cov @ (X.T @ (Wt * y)))[1])
+    b = min(max(b_raw, 0.0), _ENVELOPE_B_MAX_A2)
+    se = min(math.hypot(math.sqrt(max(float(cov[1, 1]), 0.0)), b_raw - b), _ENVELOPE_B_MAX_A2)
+    h = 1e-5
+    dln_fe2 = (
+        2.0
+        * (
+            np.log(electron_scattering_factor_A(R + h))
+            - np.log(electron_scattering_factor_A(R - h))
+        )
+        / (2.0 * h)
+    )
+    return -dln_fe2 + b * R, b, se
 
 
 def _ring_amplitude_ok(model: _RingModel, th: np.ndarray) -> np.ndarray:
@@ -1310,27 +1441,11 @@ def _finish(
     # covariance above is then far too small: take the larger of it and a sector-level
     # sandwich estimate
     sec_scale, sec_aniso = _sector_scale_se(model, res.x, coef, resid)
-    se = max(se, sec_scale * geom.pixel_size_A)
+    se_sector = sec_scale * geom.pixel_size_A
+    se = max(se, se_sector)
     aniso_se = 100.0 * sec_aniso
-    # ring amplitudes: inverse-variance mean over sectors and its standard error
     nr = len(radii)
-    K = model.d.n_sectors
-    n_loc = nr + model.n_seg
-    full = model.last_full
-    try:
-        var = np.diag(np.linalg.pinv(full.T @ full)) * s2
-    except np.linalg.LinAlgError:
-        var = np.full(full.shape[1], np.nan)
-    amp_mean = np.zeros(nr)
-    amp_se = np.full(nr, np.inf)
-    for j in range(nr):
-        a = coef[:, j]
-        v = var[np.arange(K) * n_loc + j]
-        ok = np.isfinite(v) & (v > 0) & (np.abs(a) > 0)
-        if ok.any():
-            wv = 1.0 / v[ok]
-            amp_mean[j] = float(np.sum(a[ok] * wv) / np.sum(wv))
-            amp_se[j] = float(1.0 / math.sqrt(np.sum(wv)))
+    amp_mean, amp_se = _ring_amplitudes(model, coef, s2)
     p_iso = geom.pixel_size_A
     ring_fits = []
     for j, hkl in enumerate(hkls):
@@ -1349,9 +1464,16 @@ def _finish(
     # the shared log-slope beta of the ring modulation shifts each ring by w^2 beta, which
     # is nearly degenerate with the scale; when the fit leaves it at its bound it is not
     # determined, and the shift it could cause (rings weighted by SNR^2) is added
-    if abs(float(par["beta"])) * model.s_ref >= 0.98 * _BETA_MAX:
-        info = np.array([max(r.snr, 0.0) ** 2 if math.isfinite(r.snr) else 0.0 for r in ring_fits])
-        w_par = np.asarray(par["w"], dtype=float)
+    w_par = np.asarray(par["w"], dtype=float)
+    info = np.array([max(r.snr, 0.0) ** 2 if math.isfinite(r.snr) else 0.0 for r in ring_fits])
+    if model.envelope_b_A2 is not None and info.sum() > 0:
+        # the slopes from the ring intensities are uncertain (the envelope B, and the
+        # profile shape being only roughly kinematic: _SLOPE_MODEL_SD in beta * s_ref);
+        # a slope error d beta shifts ring j by w_j^2 d beta
+        sd_beta = math.hypot(model.envelope_se_A2 * model.s_ref, _SLOPE_MODEL_SD / model.s_ref)
+        rel = float(np.sum(info * w_par**2 / radii) / info.sum()) * sd_beta
+        se = math.hypot(se, rel * geom.pixel_size_A)
+    elif abs(float(par["beta"])) * model.s_ref >= 0.98 * _BETA_MAX:
         if info.sum() > 0:
             rel = float(np.sum(info * w_par**2 / radii) / info.sum()) * _BETA_MAX / model.s_ref
             se = math.hypot(se, rel * geom.pixel_size_A)
@@ -1376,6 +1498,8 @@ def _finish(
         "binning": b,
         "eta": float(par["eta"]),
         "lattice_constant_A": a_A,
+        "envelope_b_A2": model.envelope_b_A2,
+        "ring_slopes_A": model.ring_slopes.copy(),
     }
     return ImagePixelSize(
         file=name,

@@ -13,6 +13,7 @@ data of gold; it gives 4.06565 Å at 80 K and 4.06678 Å at 100 K.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Iterable
@@ -27,6 +28,7 @@ __all__ = [
     "lattice_constant_A",
     "parse_hkl",
     "parse_rings",
+    "reflection_multiplicity",
 ]
 
 #: Room-temperature lattice constant of gold in Å (Maeland & Flanagan 1964).
@@ -98,6 +100,20 @@ def d_spacing_A(hkl: tuple[int, int, int] | str, lattice_constant: float) -> flo
     """Interplanar spacing ``a / sqrt(h^2 + k^2 + l^2)`` of an FCC reflection in Å."""
     h, k, l = parse_hkl(hkl) if isinstance(hkl, str) else hkl
     return float(lattice_constant) / math.sqrt(h * h + k * k + l * l)
+
+
+def reflection_multiplicity(hkl: tuple[int, int, int]) -> int:
+    """Number of distinct reflections ``{hkl}`` of a cubic crystal (8 for 111, 6 for 200).
+
+    Counts the distinct vectors made by permuting ``h, k, l`` and changing their signs
+    (the powder multiplicity of the ring).
+    """
+    vecs = {
+        tuple(sg * v for sg, v in zip(signs, perm, strict=True))
+        for perm in itertools.permutations(hkl)
+        for signs in itertools.product((1, -1), repeat=3)
+    }
+    return len(vecs)
 
 
 def parse_hkl(text: str) -> tuple[int, int, int]:

@@ -73,6 +73,7 @@ from temcal.errors import InputError
 from temcal.physics.ctf import calculate_chi
 from temcal.physics.gold import LATTICE_CONSTANT_293K_A, check_lattice_constant_A
 from temcal.physics.magnification import decompose_pixel_matrix, pixel_matrix_A
+from temcal.physics.scattering import electron_scattering_factor_A
 from temcal.physics.wavelength import calculate_wavelength_A, check_voltage_kV
 from temcal.simulate.imaging import amplitude_contrast_absorption, form_image
 
@@ -87,21 +88,6 @@ __all__ = [
     "simulate_gold_image",
 ]
 
-#: Five-Gaussian elastic electron scattering factors ``f_e(s) = sum a_i exp(-b_i s^2)``
-#: (``a`` in Å, ``b`` in Å², ``s = sin(theta) / lambda`` in Å⁻¹) of neutral atoms:
-#: Peng et al. (1996), International Tables for Crystallography Vol. C (2011),
-#: Table 4.3.2.2.
-_PENG_1996: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "Au": (
-        (0.9674, 1.8916, 3.3993, 3.0524, 1.2607),
-        (0.2358, 1.4712, 5.6758, 18.7119, 61.5286),
-    ),
-    "C": (
-        (0.0893, 0.2563, 0.7570, 1.0487, 0.3575),
-        (0.2465, 1.7100, 6.4094, 18.6113, 50.2523),
-    ),
-}
-
 #: Debye-Waller factor ``B = 8 pi^2 <u^2>`` of gold near room temperature (Å²).
 GOLD_DEBYE_WALLER_A2 = 0.6
 
@@ -110,32 +96,6 @@ GOLD_DEBYE_WALLER_A2 = 0.6
 _POTENTIAL_PER_SCATTERING_FACTOR_V_A2 = 47.87801
 
 _ELECTRON_REST_ENERGY_KEV = 510.99895
-
-
-def electron_scattering_factor_A(g_per_A: np.ndarray | float, element: str = "Au") -> np.ndarray:
-    """Elastic electron scattering factor ``f_e`` (Å) at spatial frequency ``|g|`` (Å⁻¹).
-
-    Parameters
-    ----------
-    g_per_A : array_like
-        Spatial frequency ``|g| = 2 sin(theta) / lambda`` in Å⁻¹ (``s = |g| / 2``).
-    element : {"Au", "C"}
-        Element.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``f_e`` in Å (Peng et al. 1996 five-Gaussian fit, valid for ``s <= 2`` Å⁻¹).
-    """
-    try:
-        a, b = _PENG_1996[element]
-    except KeyError:
-        raise InputError(f"no scattering factor for element {element!r}") from None
-    s2 = 0.25 * np.asarray(g_per_A, dtype=float) ** 2
-    out = np.zeros_like(s2)
-    for ai, bi in zip(a, b, strict=True):
-        out += ai * np.exp(-bi * s2)
-    return out
 
 
 def calculate_interaction_constant(voltage_kV: float) -> float:
