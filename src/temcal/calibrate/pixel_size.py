@@ -54,6 +54,17 @@ Method
    position of a broad ring (small grains) is shifted by every factor that varies
    across it; this model carries the smooth ones explicitly.
 
+   **Slope across each ring.** The fit alone cannot tell the log-slope across a broad
+   ring from its position, so with two or more significant rings the slope is taken
+   from the rings' integrated intensities instead: kinematically ring ``j`` carries
+   ``m_j f_e(R_j)^2 E(R_j) / R_j`` (multiplicity ``m_j``, gold's electron scattering
+   factor ``f_e``, Peng et al. 1996); a Gaussian envelope ``E = exp(-B s^2 / 2)``
+   (Debye-Waller, coherence envelopes, detector MTF) is fitted to the measured
+   intensities (``B`` in [0, 60] Å², iterated with the fit), and ring ``j`` then gets
+   the fixed slope ``-d ln(f_e^2 E) / ds`` at ``R_j`` in place of the shared ``beta``.
+   Its uncertainty (that of ``B`` and a model allowance of 2 in ``beta * s0``) is
+   propagated into the pixel size. With one ring, ``beta`` stays a free parameter.
+
    The CTF modulation of a broad ring cannot be separated from its position in one
    image (a Gaussian times ``exp(a s)`` is a shifted Gaussian) and its phase depends on
    the specimen: on the project's simulator the modulation of strongly scattering gold
@@ -63,9 +74,10 @@ Method
    support in the same spectrum). Rings the joint fit cannot see (SNR <= 3, or a
    degenerate amplitude) are dropped and the fit repeated.
 4. **Uncertainty of one image:** the larger of the fit covariance and a sandwich estimate
-   from the scatter of the ring radius between 36 azimuthal sectors (spotty rings), plus,
-   when the shared log-slope is left at its bound, the ring shift it could cause; the
-   CTF-modulation uncertainty separately (``ctf_bias_se_A``).
+   from the scatter of the ring radius between 36 azimuthal sectors (spotty rings), plus
+   the ring shift the slope uncertainty could cause (slopes from the ring intensities),
+   or, with one ring, when the free log-slope is left at its bound, the shift it could
+   cause; the CTF-modulation uncertainty separately (``ctf_bias_se_A``).
 5. **Several images:** the pixel matrices are averaged with weights
    ``1 / (statistical^2 + CTF^2)``; the statistical 95 % interval is Student-t on the
    weighted spread; the CTF part is fully correlated within a group of images whose
