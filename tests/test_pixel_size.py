@@ -251,3 +251,12 @@ def test_broad_ring_slope_from_ring_intensities(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(ps, "_envelope_slopes", lambda *a: None)
     r0 = measure_gold_rings(img, guess_pixel_size_A=0.505)
     assert abs(r0.pixel_size_A / 0.5 - 1.0) > 3e-3
+
+
+def test_rings_option_restricts_the_fit_not_the_search(rng: np.random.Generator) -> None:
+    # one chosen ring has no ratio pattern to recognise; the search still uses every gold
+    # reflection, so --rings 111 works without a guess and fits that ring alone
+    img = ring_image(1024, pixel_size_A=0.7, rng=rng)
+    r = measure_gold_rings(img, rings="111")
+    assert [x.hkl for x in r.rings] == ["111"]
+    assert abs(r.pixel_size_A / 0.7 - 1.0) < 1e-3

@@ -907,7 +907,7 @@ def _measure(
 ) -> ImagePixelSize:
     img = np.asarray(img, dtype=np.float32)
     d_all = np.array([d_spacing_A(h, a_A) for h in hkls])
-    found = _search_pixel_size(img, list(d_all), guess_pixel_size_A=guess)
+    found = _search_with_rings(img, d_all, a_A, guess)
     p0 = found.pixel_size_A
     # binning for small frequencies: bring the first ring to >= ~0.12 cycles/px
     f1 = p0 / float(d_all.max())
@@ -1048,6 +1048,24 @@ def _measure(
     out = _with_ctf_bias(out, spec, pb, meta, ctf_optics)
     out.diagnostics["spectrum"] = spec.astype(np.float32)
     return out
+
+
+def _search_with_rings(
+    img: np.ndarray, d_used: np.ndarray, a_A: float, guess: float | None
+) -> _SearchResult:
+    """Find the pixel size; ``rings`` restricts the fit, not the search.
+
+    One or two chosen rings have no ratio pattern to recognise (any peak matches one ring),
+    so the search first uses every gold reflection and falls back to the chosen ones only
+    when that fails.
+    """
+    d_every = np.array([d_spacing_A(h, a_A) for h in GOLD_REFLECTIONS])
+    if d_used.size == d_every.size and np.allclose(np.sort(d_used), np.sort(d_every)):
+        return _search_pixel_size(img, list(d_used), guess_pixel_size_A=guess)
+    try:
+        return _search_pixel_size(img, list(d_every), guess_pixel_size_A=guess)
+    except CalibrationError:
+        return _search_pixel_size(img, list(d_used), guess_pixel_size_A=guess)
 
 
 def _with_ctf_bias(

@@ -45,7 +45,13 @@ def pixel_size(
     ] = None,
     rings: Annotated[
         str | None,
-        typer.Option("--rings", help="Reflections to use, e.g. 111,200,220 (default: all)."),
+        typer.Option(
+            "--rings",
+            help=(
+                "Reflections to fit, e.g. 111,200,220 (default: all measurable). The "
+                "search for the rings still uses every gold reflection."
+            ),
+        ),
     ] = None,
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write the results as JSON here.")
