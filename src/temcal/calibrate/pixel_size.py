@@ -73,8 +73,9 @@ Method
    (:mod:`temcal.calibrate.ring_bias`; the defocus comes from the Thon rings of the
    support in the same spectrum). Rings the joint fit cannot see (SNR <= 3, or a
    degenerate amplitude) are dropped and the fit repeated.
-4. **Uncertainty of one image:** the larger of the fit covariance and a sandwich estimate
-   from the scatter of the ring radius between 36 azimuthal sectors (spotty rings), plus
+4. **Uncertainty of one image:** the larger of the fit covariance (doubled: the spectrum is
+   centrosymmetric, every sample appears at q and -q) and an HC3 sandwich estimate from
+   the scatter of the ring radius between 18 sectors of half a turn (spotty rings), plus
    the ring shift the slope uncertainty could cause (slopes from the ring intensities),
    or, with one ring, when the free log-slope is left at its bound, the shift it could
    cause; the CTF-modulation uncertainty separately (``ctf_bias_se_A``).
@@ -1368,7 +1369,7 @@ def _fit_ctf(model: _RingModel, th_base: np.ndarray, nr: int) -> optimize.Optimi
 
 
 def _sector_scale_se(
-    model: _RingModel, th: np.ndarray, coef: np.ndarray, resid: np.ndarray, n_sectors: int = 36
+    model: _RingModel, th: np.ndarray, coef: np.ndarray, resid: np.ndarray, n_sectors: int = 18
 ) -> tuple[float, float]:
     """Relative standard errors of the isotropic scale and of the anisotropy (fractions).
 
@@ -1394,8 +1395,10 @@ def _sector_scale_se(
     dmw = dm * model.d.weight
     qx = W[0, 0] * model.d.qx + W[0, 1] * model.d.qy
     qy = W[1, 0] * model.d.qx + W[1, 1] * model.d.qy
-    phi = np.arctan2(qy, qx)
-    k = np.minimum(((phi + np.pi) / (2 * np.pi) * n_sectors).astype(np.int64), n_sectors - 1)
+    # the spectrum is centrosymmetric: the samples at q and -q are the same data, so
+    # sectors are taken over half a turn (each holds both halves) to be independent
+    phi = np.mod(np.arctan2(qy, qx), np.pi)
+    k = np.minimum((phi / np.pi * n_sectors).astype(np.int64), n_sectors - 1)
     h = np.bincount(k, weights=dmw * dmw, minlength=n_sectors)
     u = np.bincount(k, weights=dmw * resid, minlength=n_sectors)
     ok = h > 1e-12 * max(float(h.max()), 1e-300)
@@ -1403,19 +1406,23 @@ def _sector_scale_se(
         return 0.0, 0.0
     delta = u[ok] / h[ok]
     hk = h[ok]
-    centre = (np.arange(n_sectors)[ok] + 0.5) / n_sectors * 2 * np.pi - np.pi
+    centre = (np.arange(n_sectors)[ok] + 0.5) / n_sectors * np.pi
     A = np.stack([np.ones_like(centre), np.cos(2 * centre), np.sin(2 * centre)], axis=1)
     sw = np.sqrt(hk)
     coef_e, *_ = np.linalg.lstsq(A * sw[:, None], delta * sw, rcond=None)
     left = delta - A @ coef_e
-    n_ok = int(ok.sum())
-    # sandwich covariance of the weighted fit of delta_k on (1, cos 2 phi, sin 2 phi)
+    # sandwich covariance of the weighted fit of delta_k on (1, cos 2 phi, sin 2 phi),
+    # HC3 form (MacKinnon & White 1985): each sector's residual is divided by 1 - its
+    # leverage, as the few bright sectors of a spotty ring pull the fit onto themselves
+    # and their own residuals understate the scatter
     bread = np.linalg.pinv(A.T @ (A * hk[:, None]))
-    meat = A.T @ (A * (hk * hk * left * left)[:, None])
-    cov = bread @ meat @ bread * n_ok / (n_ok - 3)
+    lev = np.clip(hk * np.einsum("ij,jk,ik->i", A, bread, A), 0.0, 0.9)
+    e2 = (left / (1.0 - lev)) ** 2
+    meat = A.T @ (A * (hk * hk * e2)[:, None])
+    cov = bread @ meat @ bread
     # the isotropic scale: the sandwich variance of the weighted mean (the full
     # covariance above is unstable for the intercept when few sectors carry the rings)
-    var_mean = float(np.sum(hk * hk * left * left)) / float(hk.sum()) ** 2 * n_ok / (n_ok - 3)
+    var_mean = float(np.sum(hk * hk * e2)) / float(hk.sum()) ** 2
     scale_se = math.sqrt(max(var_mean, 0.0))
     # a relative radius change a cos 2 phi + b sin 2 phi is an anisotropy of 2 sqrt(a^2 + b^2)
     aniso_se = 2.0 * math.sqrt(max(0.5 * float(cov[1, 1] + cov[2, 2]), 0.0))
@@ -1452,7 +1459,9 @@ def _finish(
         free[:3] = True
         Jf = J[:, free]
         cov = np.zeros((J.shape[1], J.shape[1]))
-        cov[np.ix_(free, free)] = np.linalg.pinv(Jf.T @ Jf, rcond=1e-10, hermitian=True) * s2
+        # every sample appears twice (q and -q of the centrosymmetric spectrum): the
+        # information J^T J counts it twice, so the covariance is doubled
+        cov[np.ix_(free, free)] = np.linalg.pinv(Jf.T @ Jf, rcond=1e-10, hermitian=True) * s2 * 2.0
     except np.linalg.LinAlgError:
         cov = np.full((J.shape[1], J.shape[1]), np.nan)
 
