@@ -246,7 +246,9 @@ def test_broad_ring_slope_from_ring_intensities(monkeypatch: pytest.MonkeyPatch)
     )
     r = measure_gold_rings(img, guess_pixel_size_A=0.505)
     assert abs(r.pixel_size_A / 0.5 - 1.0) < 1e-3
-    assert 30.0 < r.diagnostics["envelope_b_A2"] < 55.0  # 40 plus the pixel MTF
+    assert r.ring_envelope_b_A2 is not None
+    assert 30.0 < r.ring_envelope_b_A2 < 55.0  # 40 plus the pixel MTF
+    assert r.to_dict()["ring_envelope_b_A2"] == r.ring_envelope_b_A2
     assert abs(r.pixel_size_A / 0.5 - 1.0) < 1.96 * r.pixel_size_se_A / 0.5
     monkeypatch.setattr(ps, "_envelope_slopes", lambda *a: None)
     r0 = measure_gold_rings(img, guess_pixel_size_A=0.505)

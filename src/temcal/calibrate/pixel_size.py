@@ -242,6 +242,10 @@ class ImagePixelSize:
         Standard uncertainty of ``pixel_size_A`` (Å) from the CTF modulation across the
         rings (:mod:`temcal.calibrate.ring_bias`): a systematic error of this image,
         not included in ``pixel_size_se_A``.
+    ring_envelope_b_A2 : float or None
+        Gaussian envelope ``B`` (Å², intensity ``~ exp(-B s^2 / 2)`` beyond the gold
+        scattering factor) fitted to the ring intensities, which sets the slope across
+        each ring; ``None`` when fewer than two rings were significant (slope fitted).
     """
 
     file: str | None
@@ -263,6 +267,7 @@ class ImagePixelSize:
     anisotropy_se_percent: float = float("nan")
     thon_defocus_A: float | None = None
     ctf_bias_se_A: float = 0.0
+    ring_envelope_b_A2: float | None = None
     diagnostics: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -286,6 +291,7 @@ class ImagePixelSize:
             "anisotropy_se_percent": self.anisotropy_se_percent,
             "thon_defocus_A": self.thon_defocus_A,
             "ctf_bias_se_A": self.ctf_bias_se_A,
+            "ring_envelope_b_A2": self.ring_envelope_b_A2,
         }
 
 
@@ -1572,6 +1578,7 @@ def _finish(
         n_samples=int(model.d.y.size),
         header_pixel_size_A=meta.pixel_size_A if meta is not None else None,
         header_magnification=meta.magnification if meta is not None else None,
+        ring_envelope_b_A2=model.envelope_b_A2,
         diagnostics=diagnostics,
     )
 
