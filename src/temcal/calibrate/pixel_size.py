@@ -493,8 +493,6 @@ class _RingModel:
         # envelope B (Å²) the slopes came from and its standard error (0: not used)
         self.envelope_b_A2: float | None = None
         self.envelope_se_A2 = 0.0
-        # weight of the prior residual ``beta_prior * (beta s_ref)`` (None: no prior)
-        self.beta_prior: float | None = None
         self.n_seg = len(data.seg_range)
         self._seg_idx = [np.flatnonzero(data.seg == k) for k in range(self.n_seg)]
 
@@ -593,8 +591,6 @@ class _RingModel:
     def residual(self, th: np.ndarray) -> np.ndarray:
         r, coef, _ = self.solve(th)
         self._last = (np.array(th, dtype=float), coef, r)
-        if self.beta_prior is not None:  # Gaussian prior on the shared slope
-            return np.append(r, self.beta_prior * th[4 + self.nr])
         return r
 
     def jacobian(self, th: np.ndarray) -> np.ndarray:
@@ -677,12 +673,7 @@ class _RingModel:
         DTr[:, 4 + nr] = d_beta.T @ wr
         term1 = Dc - Xn @ np.linalg.solve(A, Xn.T @ Dc)
         term2 = Xn @ np.linalg.solve(A, DTr[live] / norm[live][:, None])
-        jac = -(term1 + term2)
-        if self.beta_prior is not None:
-            row = np.zeros((1, jac.shape[1]))
-            row[0, 4 + nr] = self.beta_prior
-            jac = np.vstack([jac, row])
-        return jac
+        return -(term1 + term2)
 
 
 def _segments(radii: np.ndarray, half: np.ndarray) -> list[tuple[float, float, list[int]]]:
