@@ -290,3 +290,25 @@ def test_standard_errors_match_the_scatter_over_noise_realisations() -> None:
     ratio_aniso = np.std(comps, axis=0, ddof=1).mean() / np.sqrt(np.mean(np.square(ase)))
     assert 0.5 < ratio_px < 1.5  # 16 samples: a loose check (0.72 measured; 0.97 before)
     assert 0.7 < ratio_aniso < 1.45  # 1.17 measured; 1.87 before
+
+
+def test_single_ring_jacobian_matches_finite_differences() -> None:
+    # the stage-1 fit of one ring (Gaussian on a quadratic background, amplitude and
+    # background solved linearly): exact variable-projection Jacobian
+    from temcal.calibrate.pixel_size import _single_ring_problem
+
+    rng = np.random.default_rng(1)
+    x = np.linspace(-0.04, 0.04, 120)
+    wt = rng.uniform(0.5, 1.5, x.size)
+    y = 3.0 * np.exp(-0.5 * ((x - 0.003) / 0.006) ** 2) + 1.0 + 2.0 * x
+    y += rng.normal(0.0, 0.1, x.size)
+    xs = x / 0.04
+    Bw = np.stack([np.ones_like(x), xs, xs * xs], axis=1) * wt[:, None]
+    resid, jac = _single_ring_problem(x, y * wt, wt, Bw)
+    for t in (np.array([0.001, 0.005]), np.array([-0.01, 0.02])):
+        h = 1e-8
+        num = np.stack(
+            [(resid(t + e) - resid(t - e)) / (2 * h) for e in (np.array([h, 0]), np.array([0, h]))],
+            axis=1,
+        )
+        assert np.abs(jac(t) - num).max() < 1e-5 * np.abs(num).max()

@@ -1260,6 +1260,49 @@ def _select_rings(
     return keep
 
 
+def _single_ring_problem(
+    x: np.ndarray, yw: np.ndarray, wt: np.ndarray, Bw: np.ndarray
+) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
+    """Residual and exact Jacobian of one Gaussian ring on a weighted quadratic background.
+
+    Parameters ``t = (shift, sigma)``; the ring amplitude and the background (columns
+    ``Bw``) are solved linearly (variable projection; normal equations of 4 columns).
+    The Jacobian is Golub and Pereyra's: only the ring column ``g`` depends on ``t``, so
+    ``dr/dt_k = -(c_0 (I - P_X) dg_k + X (X^T X)^{-1} e_0 (dg_k . r))``.
+    """
+
+    def solve(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        u = (x - t[0]) / t[1]
+        g = np.exp(-0.5 * u * u) * wt
+        X = np.column_stack([g, Bw])
+        A = X.T @ X
+        try:
+            coef = np.linalg.solve(A, X.T @ yw)
+        except np.linalg.LinAlgError:
+            coef = np.linalg.lstsq(X, yw, rcond=None)[0]
+        return X, A, coef, u
+
+    def resid(t: np.ndarray) -> np.ndarray:
+        X, _, coef, _ = solve(t)
+        return np.asarray(yw - X @ coef)
+
+    def jac(t: np.ndarray) -> np.ndarray:
+        X, A, coef, u = solve(t)
+        r = yw - X @ coef
+        g = X[:, 0]
+        dg = np.stack([g * u / t[1], g * u * u / t[1]], axis=1)
+        try:
+            Ainv = np.linalg.inv(A)
+        except np.linalg.LinAlgError:
+            Ainv = np.linalg.pinv(A)
+        proj = X @ (Ainv @ (X.T @ dg))
+        term1 = coef[0] * (dg - proj)
+        term2 = np.outer(X @ Ainv[:, 0], dg.T @ r)
+        return np.asarray(-(term1 + term2))
+
+    return resid, jac
+
+
 def _initial_rings(
     spec: np.ndarray, pb: float, radii: np.ndarray
 ) -> list[tuple[float, float, float, float] | None]:
@@ -1307,29 +1350,14 @@ def _initial_rings(
         Bw = np.stack([np.ones_like(x), xs, xs * xs], axis=1) * wt[:, None]
         yw = y * wt
 
-        def resid(
-            t: np.ndarray,
-            x: np.ndarray = x,
-            yw: np.ndarray = yw,
-            wt: np.ndarray = wt,
-            Bw: np.ndarray = Bw,
-        ) -> Any:
-            # ring amplitude and quadratic background solved linearly (normal equations
-            # of 4 columns: much faster than an SVD per call)
-            g = np.exp(-0.5 * ((x - t[0]) / t[1]) ** 2) * wt
-            X = np.column_stack([g, Bw])
-            try:
-                coef = np.linalg.solve(X.T @ X, X.T @ yw)
-            except np.linalg.LinAlgError:
-                coef = np.linalg.lstsq(X, yw, rcond=None)[0]
-            return yw - X @ coef
-
+        resid, jac = _single_ring_problem(x, yw, wt, Bw)
         best = None
         for wf in (0.003, 0.01, 0.03):
             try:
                 res = optimize.least_squares(
                     resid,
                     [0.0, wf * rj],
+                    jac=jac,
                     bounds=([-0.03 * rj, 2e-4 * rj], [0.03 * rj, 0.06 * rj]),
                     max_nfev=60,
                 )
