@@ -150,6 +150,11 @@ _ENVELOPE_B_MAX_A2 = 60.0
 # standard uncertainty of the ring slopes from the ring intensities, in units of
 # beta * s_ref, for the profile shape being only roughly kinematic
 _SLOPE_MODEL_SD = 2.0
+# fewer independent directions than this carry the rings: the scatter of the crystals'
+# spots is not estimable from the data and a model value is used (see _sector_scale_se)
+_MIN_DIRECTIONS = 6.0
+# per-crystal radial jitter of a lone spot, as a fraction of the ring's relative width
+_SPOT_JITTER = 0.25
 _HKL = {r: "".join(map(str, r)) for r in GOLD_REFLECTIONS}
 
 
@@ -246,6 +251,12 @@ class ImagePixelSize:
         Gaussian envelope ``B`` (Å², intensity ``~ exp(-B s^2 / 2)`` beyond the gold
         scattering factor) fitted to the ring intensities, which sets the slope across
         each ring; ``None`` when fewer than two rings were significant (slope fitted).
+    ring_directions : float or None
+        Effective number of independent directions (of 18 sectors over half a turn)
+        that carry the ring signal: about 18 for full rings, 1-5 when a few crystals'
+        spots make the rings. Below 6 the scatter of single spots cannot be estimated
+        from the image, a per-spot jitter model and Student-t quantiles widen the
+        standard errors, and the anisotropy is poorly determined.
     """
 
     file: str | None
@@ -268,6 +279,7 @@ class ImagePixelSize:
     thon_defocus_A: float | None = None
     ctf_bias_se_A: float = 0.0
     ring_envelope_b_A2: float | None = None
+    ring_directions: float | None = None
     diagnostics: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -292,6 +304,7 @@ class ImagePixelSize:
             "thon_defocus_A": self.thon_defocus_A,
             "ctf_bias_se_A": self.ctf_bias_se_A,
             "ring_envelope_b_A2": self.ring_envelope_b_A2,
+            "ring_directions": self.ring_directions,
         }
 
 
@@ -1042,10 +1055,34 @@ def _measure(
         res_c = _fit_ctf(model_c, res.x, nr2)
         if res_c is not None and res_c.cost < res.cost:
             model2, res = model_c, res_c
+    _check_strong_rings_kept(hk2, [h for h, u in zip(hkls, use, strict=True) if u], p0)
     out = _finish(model2, res, hk2, radii2, pb, b, n, found, meta, name, a_A)
     out = _with_ctf_bias(out, spec, pb, meta, ctf_optics)
     out.diagnostics["spectrum"] = spec.astype(np.float32)
     return out
+
+
+def _check_strong_rings_kept(
+    kept: Sequence[tuple[int, int, int]],
+    measurable: Sequence[tuple[int, int, int]],
+    p_A: float,
+) -> None:
+    """Refuse a result that rests only on weaker rings while 111 and 200 were measurable.
+
+    Gold's 111 and 200 rings are its strongest. When either lies inside the measured
+    frequency range but the fit kept neither, the rings it did keep are most likely
+    other features (an alias, a Thon ring, a spot) taken for gold at a wrong pixel size:
+    a clear error, not a number. (Rings chosen with ``--rings`` are not second-guessed:
+    111 and 200 are then not among the measurable ones.)
+    """
+    strong = {(1, 1, 1), (2, 0, 0)}
+    if any(tuple(h) in strong for h in measurable) and not any(tuple(h) in strong for h in kept):
+        names = ", ".join("".join(map(str, h)) for h in kept)
+        raise CalibrationError(
+            f"no consistent gold ring pattern: at {p_A:.4g} Å/px the fit kept only the "
+            f"{names} ring(s), while the stronger 111 and 200 rings, inside the spectrum, "
+            "were not found; give --guess (or --rings) if the pixel size is roughly known"
+        )
 
 
 def _search_with_rings(
@@ -1408,18 +1445,35 @@ def _fit_ctf(model: _RingModel, th_base: np.ndarray, nr: int) -> optimize.Optimi
 
 
 def _sector_scale_se(
-    model: _RingModel, th: np.ndarray, coef: np.ndarray, resid: np.ndarray, n_sectors: int = 18
-) -> tuple[float, float]:
+    model: _RingModel,
+    th: np.ndarray,
+    coef: np.ndarray,
+    resid: np.ndarray,
+    n_sectors: int = 18,
+    jitter: float = 0.0,
+) -> tuple[float, float, float]:
     """Relative standard errors of the isotropic scale and of the anisotropy (fractions).
 
-    From the scatter between sectors.
+    From the scatter between sectors (18 over half a turn: the spectrum is
+    centrosymmetric). Returns ``(scale_se, aniso_se, n_dir)``.
 
-    Each azimuthal sector's residuals are regressed on the model's derivative with
-    respect to a common scale of ``W``, giving the sector's own preferred scale shift
-    ``delta_k`` and its information ``h_k``. The fitted ellipse removes the mean and the
+    Each sector's own ring strength ``rho_k`` (its ring signal over the ring model's,
+    regressed with a constant so that a streak raising the whole sector does not count)
+    scales the model's derivative with respect to a common scale of ``W``. Each
+    sector's residuals regressed on that derivative give its preferred scale shift
+    ``delta_k`` and its information ``h_k``: a spotty ring's information sits in the
+    sectors that hold its spots. The fitted ellipse removes the mean and the
     ``cos 2 phi``, ``sin 2 phi`` components of ``delta_k``; the spread of what is left
-    gives the sandwich covariance of the mean and of the two 2-fold components
+    gives the (HC3) sandwich covariance of the mean and of the two 2-fold components
     (robust to correlations within a sector).
+
+    ``n_dir``, the participation ratio of the sectors' ring signal, counts the
+    independent directions that carry the rings. Below ``_MIN_DIRECTIONS`` (a few
+    crystals) the ellipse passes through the few spots and their residuals cannot show
+    their scatter: each sector's squared residual is then at least ``jitter**2`` (the
+    radial jitter of one crystal's spot, relative) and the standard errors are
+    multiplied by the Student-t quantile for ``n_dir - 1`` degrees of freedom over the
+    normal one.
     """
     eps = 1e-5
     W = model.unpack(th)["W"]
@@ -1430,42 +1484,85 @@ def _sector_scale_se(
     X0, _ = model.design(th)
     X1, _ = model.design(th2)
     rows = coef[model.d.sector]
-    dm = (np.einsum("ij,ij->i", X1, rows) - np.einsum("ij,ij->i", X0, rows)) / eps
-    dmw = dm * model.d.weight
     qx = W[0, 0] * model.d.qx + W[0, 1] * model.d.qy
     qy = W[1, 0] * model.d.qx + W[1, 1] * model.d.qy
     # the spectrum is centrosymmetric: the samples at q and -q are the same data, so
     # sectors are taken over half a turn (each holds both halves) to be independent
     phi = np.mod(np.arctan2(qy, qx), np.pi)
     k = np.minimum((phi / np.pi * n_sectors).astype(np.int64), n_sectors - 1)
+    # each sector's own ring strength: a spotty ring (few grains) carries its position
+    # information in the few sectors that hold spots, not evenly around the ring
+    nr = model.nr
+    w2 = model.d.weight**2
+    bg = X0[:, nr:] @ rows[0, nr:] if rows.shape[0] else np.zeros(X0.shape[0])
+    # (regressions within each sector with a constant: a streak of the support or of a
+    # foil edge raises a whole sector, not its ring)
+    r0 = model.d.y - bg
+    sw2 = np.maximum(np.bincount(k, weights=w2, minlength=n_sectors), 1e-300)
+
+    def _centred(v: np.ndarray) -> np.ndarray:
+        return v - (np.bincount(k, weights=w2 * v, minlength=n_sectors) / sw2)[k]
+
+    rc = _centred(r0)
+    rho = np.zeros((n_sectors, nr))
+    for j in range(nr):
+        xj = _centred(X0[:, j])
+        num = np.bincount(k, weights=w2 * xj * rc, minlength=n_sectors)
+        den = np.bincount(k, weights=w2 * xj * xj, minlength=n_sectors) * rows[0, j]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rho[:, j] = np.where(den > 0, num / den, 0.0)
+    rho = np.clip(rho, 0.0, None)
+    ring_c = _centred(X0[:, :nr] @ rows[0, :nr])
+    dcol = (X1 - X0) / eps
+    dm = np.einsum("ij,ij->i", dcol[:, :nr] * rho[k], rows[:, :nr])
+    dmw = dm * model.d.weight
     h = np.bincount(k, weights=dmw * dmw, minlength=n_sectors)
     u = np.bincount(k, weights=dmw * resid, minlength=n_sectors)
-    ok = h > 1e-12 * max(float(h.max()), 1e-300)
-    if ok.sum() < 6:
-        return 0.0, 0.0
-    delta = u[ok] / h[ok]
-    hk = h[ok]
-    centre = (np.arange(n_sectors)[ok] + 0.5) / n_sectors * np.pi
-    A = np.stack([np.ones_like(centre), np.cos(2 * centre), np.sin(2 * centre)], axis=1)
-    sw = np.sqrt(hk)
-    coef_e, *_ = np.linalg.lstsq(A * sw[:, None], delta * sw, rcond=None)
-    left = delta - A @ coef_e
-    # sandwich covariance of the weighted fit of delta_k on (1, cos 2 phi, sin 2 phi),
-    # HC3 form (MacKinnon & White 1985): each sector's residual is divided by 1 - its
-    # leverage, as the few bright sectors of a spotty ring pull the fit onto themselves
-    # and their own residuals understate the scatter
-    bread = np.linalg.pinv(A.T @ (A * hk[:, None]))
-    lev = np.clip(hk * np.einsum("ij,jk,ik->i", A, bread, A), 0.0, 0.9)
-    e2 = (left / (1.0 - lev)) ** 2
-    meat = A.T @ (A * (hk * hk * e2)[:, None])
-    cov = bread @ meat @ bread
-    # the isotropic scale: the sandwich variance of the weighted mean (the full
-    # covariance above is unstable for the intercept when few sectors carry the rings)
-    var_mean = float(np.sum(hk * hk * e2)) / float(hk.sum()) ** 2
-    scale_se = math.sqrt(max(var_mean, 0.0))
+    # how many independent directions carry the ring signal (participation ratio of the
+    # sectors' ring strengths): ~n_sectors for a full ring, a few for a few crystals
+    sig = np.clip(np.bincount(k, weights=w2 * rc * ring_c, minlength=n_sectors), 0.0, None)
+    n_dir = float(sig.sum()) ** 2 / max(float(np.sum(sig * sig)), 1e-300) if sig.any() else 0.0
+    ok = h > 1e-6 * max(float(h.max()), 1e-300)
+    var_mean, cov = 0.0, np.zeros((3, 3))
+    if ok.sum() >= 3:
+        delta = u[ok] / h[ok]
+        hk = h[ok]
+        centre = (np.arange(n_sectors)[ok] + 0.5) / n_sectors * np.pi
+        A = np.stack([np.ones_like(centre), np.cos(2 * centre), np.sin(2 * centre)], axis=1)
+        sw = np.sqrt(hk)
+        coef_e, *_ = np.linalg.lstsq(A * sw[:, None], delta * sw, rcond=None)
+        left = delta - A @ coef_e
+        # sandwich covariance of the weighted fit of delta_k on (1, cos 2 phi, sin 2 phi),
+        # HC3 form (MacKinnon & White 1985): each sector's residual is divided by 1 - its
+        # leverage, as the few bright sectors of a spotty ring pull the fit onto
+        # themselves and their own residuals understate the scatter
+        bread = np.linalg.pinv(A.T @ (A * hk[:, None]))
+        lev = np.clip(hk * np.einsum("ij,jk,ik->i", A, bread, A), 0.0, 0.9)
+        e2 = (left / (1.0 - lev)) ** 2
+        # few directions: the residuals cannot show the scatter of single crystals'
+        # spots (the ellipse passes through them); each sector's spread is then at least
+        # the per-crystal jitter ``jitter`` (a fraction of the ring width: the CTF
+        # fringes and the crystal's shape move the peak of a lone spot within it)
+        if n_dir < _MIN_DIRECTIONS:
+            e2 = np.maximum(e2, jitter * jitter)
+        meat = A.T @ (A * (hk * hk * e2)[:, None])
+        cov = bread @ meat @ bread
+        # the isotropic scale: the sandwich variance of the weighted mean (the full
+        # covariance above is unstable for the intercept when few sectors carry the rings)
+        var_mean = float(np.sum(hk * hk * e2)) / float(hk.sum()) ** 2
+    elif n_dir < _MIN_DIRECTIONS:
+        var_mean = jitter * jitter
+        cov = np.diag([jitter * jitter, 2.0 * jitter * jitter, 2.0 * jitter * jitter])
+    # with few directions the scatter is estimated from few numbers: Student-t quantile
+    # with n_dir - 1 degrees of freedom (calibrated on 21 simulated images of 1-30
+    # crystals per ring: n_dir - 3 for the anisotropy made its intervals 3x too wide)
+    f_scale = f_aniso = 1.0
+    if n_dir < _MIN_DIRECTIONS:
+        f_scale = f_aniso = float(stats.t.ppf(0.975, max(n_dir - 1.0, 1.0))) / 1.959964
+    scale_se = math.sqrt(max(var_mean, 0.0)) * f_scale
     # a relative radius change a cos 2 phi + b sin 2 phi is an anisotropy of 2 sqrt(a^2 + b^2)
-    aniso_se = 2.0 * math.sqrt(max(0.5 * float(cov[1, 1] + cov[2, 2]), 0.0))
-    return scale_se, aniso_se
+    aniso_se = 2.0 * math.sqrt(max(0.5 * float(cov[1, 1] + cov[2, 2]), 0.0)) * f_aniso
+    return scale_se, aniso_se, n_dir
 
 
 def _finish(
@@ -1518,7 +1615,11 @@ def _finish(
     # spotty rings (few large grains) leave residuals correlated within each spot, and the
     # covariance above is then far too small: take the larger of it and a sector-level
     # sandwich estimate
-    sec_scale, sec_aniso = _sector_scale_se(model, res.x, coef, resid)
+    # a ring is at least one spectrum pixel wide (the tile's resolution)
+    wr = np.maximum(np.asarray(par["w"], dtype=float), 1.0 / (n * pb)) / np.asarray(radii)
+    sec_scale, sec_aniso, n_dir = _sector_scale_se(
+        model, res.x, coef, resid, jitter=_SPOT_JITTER * float(np.median(wr))
+    )
     se_sector = sec_scale * geom.pixel_size_A
     se = max(se, se_sector)
     aniso_se = 100.0 * sec_aniso
@@ -1598,6 +1699,7 @@ def _finish(
         header_pixel_size_A=meta.pixel_size_A if meta is not None else None,
         header_magnification=meta.magnification if meta is not None else None,
         ring_envelope_b_A2=model.envelope_b_A2,
+        ring_directions=n_dir,
         diagnostics=diagnostics,
     )
 

@@ -107,7 +107,10 @@ def _print_result(result: PixelSizeResult) -> None:
     t.add_column("value", justify="right")
     t.add_row("pixel size", f"{result.pixel_size_A:.5f} ± {result.pixel_size_ci95_A:.5f} Å/px")
     t.add_row("major / minor", f"{result.pixel_major_A:.5f} / {result.pixel_minor_A:.5f} Å/px")
-    t.add_row("anisotropy", f"{result.anisotropy_percent:.3f} %")
+    t.add_row(
+        "anisotropy",
+        f"{result.anisotropy_percent:.3f} ± {result.anisotropy_ci95_percent:.3f} %",
+    )
     t.add_row("major-axis angle", f"{result.major_angle_deg:.1f}° (from +x toward +y)")
     t.add_row("lattice constant", f"{result.lattice_constant_A:.5f} Å")
     t.add_row(
@@ -126,6 +129,13 @@ def _print_result(result: PixelSizeResult) -> None:
             f"note: the CTF modulation across the broad rings may shift them by up to "
             f"~{ctf_pct:.2f} %; images at larger defocus (rings averaging over many CTF "
             "oscillations) or at several defoci (independent shifts) reduce it"
+        )
+    dirs = [im.ring_directions for im in result.images if im.ring_directions is not None]
+    if dirs and min(dirs) < 6.0:
+        err_console.print(
+            f"note: the rings are the spots of few crystals (~{min(dirs):.1f} independent "
+            "directions of 18): the anisotropy is poorly determined and the intervals "
+            "are widened; a larger field or more images give more crystals"
         )
     r = Table(title="Rings")
     for c in ("hkl", "d (Å)", "radius (cycles/px)", "width (1/Å)", "SNR", "aliased"):
