@@ -19,9 +19,9 @@ from temcal.errors import CalibrationError
 from temcal.simulate.gold import simulate_gold_image
 
 
-def _simulate(seed: int, **kw: float | str) -> tuple[np.ndarray, float]:
+def _simulate(seed: int, size: int = 2048, **kw: float | str) -> tuple[np.ndarray, float]:
     sim = simulate_gold_image(
-        (2048, 2048),
+        (size, size),
         lattice_constant_A=4.0782,
         rng=np.random.default_rng(seed),
         **kw,  # type: ignore[arg-type]
@@ -43,6 +43,25 @@ def test_pattern_without_111_and_200_is_refused() -> None:
         grain_thickness_nm=4.0,
     )
     with pytest.raises(CalibrationError, match="111 and 200"):
+        measure_gold_rings(img, lattice_constant_A=4.0782)
+
+
+def test_single_crystal_is_refused_unless_rings_are_given() -> None:
+    # 16 particles at 1.29 Å/px (every ring beyond Nyquist): one crystal's spots carry
+    # the signal; the fit took the folded 111 for a ring inside and was 16 % off
+    img, _ = _simulate(
+        2021,
+        size=1024,
+        pixel_size_A=1.2855191212516133,
+        anisotropy_percent=1.0,
+        major_angle_deg=20.321472000941625,
+        grain_size_nm=10.077339208695536,
+        defocus_A=19055.872842082703,
+        dose_e_per_A2=62.210905442050546,
+        kind="particles",
+        n_particles=16,
+    )
+    with pytest.raises(CalibrationError, match="single crystal"):
         measure_gold_rings(img, lattice_constant_A=4.0782)
 
 

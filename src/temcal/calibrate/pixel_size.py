@@ -155,6 +155,8 @@ _SLOPE_MODEL_SD = 2.0
 _MIN_DIRECTIONS = 6.0
 # per-crystal radial jitter of a lone spot, as a fraction of the ring's relative width
 _SPOT_JITTER = 0.25
+# below this many directions one crystal carries all the rings: refused unless --rings
+_MIN_ONE_CRYSTAL = 1.5
 _HKL = {r: "".join(map(str, r)) for r in GOLD_REFLECTIONS}
 
 
@@ -1057,6 +1059,14 @@ def _measure(
             model2, res = model_c, res_c
     _check_strong_rings_kept(hk2, [h for h, u in zip(hkls, use, strict=True) if u], p0)
     out = _finish(model2, res, hk2, radii2, pb, b, n, found, meta, name, a_A)
+    chosen = sorted(map(tuple, hkls)) != sorted(GOLD_REFLECTIONS)
+    if out.ring_directions is not None and out.ring_directions < _MIN_ONE_CRYSTAL and not chosen:
+        raise CalibrationError(
+            "the gold rings are the spots of a single crystal (signal in "
+            f"~{out.ring_directions:.1f} direction): which reflections they are cannot be "
+            "checked against each other; image more crystals, or give --rings (and --guess) "
+            "to assign them yourself"
+        )
     out = _with_ctf_bias(out, spec, pb, meta, ctf_optics)
     out.diagnostics["spectrum"] = spec.astype(np.float32)
     return out
