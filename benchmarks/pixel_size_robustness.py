@@ -145,7 +145,8 @@ def main() -> None:
     med = float(np.median([abs(r["err_pct"]) for r in ok])) if ok else float("nan")
     md = "\n".join(
         [
-            "## Pixel-size robustness on random gold images (`benchmarks/pixel_size_robustness.py`)",
+            "## Pixel-size robustness on random gold images "
+            "(`benchmarks/pixel_size_robustness.py`)",
             "",
             machine_line(),
             "",
