@@ -124,6 +124,7 @@ from temcal.spectra.profiles import (
 
 __all__ = [
     "DEFAULT_TEMPERATURE_K",
+    "MIN_RING_DIRECTIONS",
     "ImagePixelSize",
     "PixelSizeResult",
     "RingFit",
@@ -150,9 +151,10 @@ _ENVELOPE_B_MAX_A2 = 60.0
 # standard uncertainty of the ring slopes from the ring intensities, in units of
 # beta * s_ref, for the profile shape being only roughly kinematic
 _SLOPE_MODEL_SD = 2.0
-# fewer independent directions than this carry the rings: the scatter of the crystals'
-# spots is not estimable from the data and a model value is used (see _sector_scale_se)
-_MIN_DIRECTIONS = 6.0
+#: Fewer independent directions than this carry the rings (``ring_directions``): the
+#: rings are a few crystals' spots, whose scatter the image cannot show; a model value
+#: and Student-t quantiles widen the standard errors (see ``_sector_scale_se``).
+MIN_RING_DIRECTIONS = 6.0
 # per-crystal radial jitter of a lone spot, as a fraction of the ring's relative width
 _SPOT_JITTER = 0.25
 # below this many directions one crystal carries all the rings: refused unless --rings
@@ -1478,7 +1480,7 @@ def _sector_scale_se(
     (robust to correlations within a sector).
 
     ``n_dir``, the participation ratio of the sectors' ring signal, counts the
-    independent directions that carry the rings. Below ``_MIN_DIRECTIONS`` (a few
+    independent directions that carry the rings. Below ``MIN_RING_DIRECTIONS`` (a few
     crystals) the ellipse passes through the few spots and their residuals cannot show
     their scatter: each sector's squared residual is then at least ``jitter**2`` (the
     radial jitter of one crystal's spot, relative) and the standard errors are
@@ -1553,21 +1555,21 @@ def _sector_scale_se(
         # spots (the ellipse passes through them); each sector's spread is then at least
         # the per-crystal jitter ``jitter`` (a fraction of the ring width: the CTF
         # fringes and the crystal's shape move the peak of a lone spot within it)
-        if n_dir < _MIN_DIRECTIONS:
+        if n_dir < MIN_RING_DIRECTIONS:
             e2 = np.maximum(e2, jitter * jitter)
         meat = A.T @ (A * (hk * hk * e2)[:, None])
         cov = bread @ meat @ bread
         # the isotropic scale: the sandwich variance of the weighted mean (the full
         # covariance above is unstable for the intercept when few sectors carry the rings)
         var_mean = float(np.sum(hk * hk * e2)) / float(hk.sum()) ** 2
-    elif n_dir < _MIN_DIRECTIONS:
+    elif n_dir < MIN_RING_DIRECTIONS:
         var_mean = jitter * jitter
         cov = np.diag([jitter * jitter, 2.0 * jitter * jitter, 2.0 * jitter * jitter])
     # with few directions the scatter is estimated from few numbers: Student-t quantile
     # with n_dir - 1 degrees of freedom (calibrated on 21 simulated images of 1-30
     # crystals per ring: n_dir - 3 for the anisotropy made its intervals 3x too wide)
     f_scale = f_aniso = 1.0
-    if n_dir < _MIN_DIRECTIONS:
+    if n_dir < MIN_RING_DIRECTIONS:
         f_scale = f_aniso = float(stats.t.ppf(0.975, max(n_dir - 1.0, 1.0))) / 1.959964
     scale_se = math.sqrt(max(var_mean, 0.0)) * f_scale
     # a relative radius change a cos 2 phi + b sin 2 phi is an anisotropy of 2 sqrt(a^2 + b^2)

@@ -130,8 +130,10 @@ def _print_result(result: PixelSizeResult) -> None:
             f"~{ctf_pct:.2f} %; images at larger defocus (rings averaging over many CTF "
             "oscillations) or at several defoci (independent shifts) reduce it"
         )
+    from temcal.calibrate.pixel_size import MIN_RING_DIRECTIONS
+
     dirs = [im.ring_directions for im in result.images if im.ring_directions is not None]
-    if dirs and min(dirs) < 6.0:
+    if dirs and min(dirs) < MIN_RING_DIRECTIONS:
         err_console.print(
             f"note: the rings are the spots of few crystals (~{min(dirs):.1f} independent "
             "directions of 18): the anisotropy is poorly determined and the intervals "
