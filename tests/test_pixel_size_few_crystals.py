@@ -65,6 +65,24 @@ def test_single_crystal_is_refused_unless_rings_are_given() -> None:
         measure_gold_rings(img, lattice_constant_A=4.0782)
 
 
+def test_few_crystals_needing_a_large_anisotropy_are_refused() -> None:
+    # 24 particles of 29 nm: only their 220 and 311 spots show; taken for 111 and 200
+    # (ratios 1.155 and 1.173) they fit one ellipse with 6 % anisotropy, 66 % off
+    img, _ = _simulate(
+        2077,
+        pixel_size_A=0.47417972619329807,
+        anisotropy_percent=2.0,
+        major_angle_deg=127.56274442265754,
+        grain_size_nm=28.968920366781084,
+        defocus_A=14934.220054192903,
+        dose_e_per_A2=74.78963294251992,
+        kind="particles",
+        n_particles=24,
+    )
+    with pytest.raises(CalibrationError, match="anisotropy of"):
+        measure_gold_rings(img, lattice_constant_A=4.0782)
+
+
 @pytest.mark.parametrize(
     ("seed", "params"),
     [

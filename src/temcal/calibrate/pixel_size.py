@@ -159,6 +159,10 @@ MIN_RING_DIRECTIONS = 6.0
 _SPOT_JITTER = 0.25
 # below this many directions one crystal carries all the rings: refused unless --rings
 _MIN_ONE_CRYSTAL = 1.5
+# a larger anisotropy (%) fitted to a few crystals' spots (fewer than MIN_RING_DIRECTIONS)
+# is refused: magnification anisotropy of TEM cameras is a few % at most, and an ellipse
+# through spots of different reflections taken for the same one needs more
+_MAX_FEW_CRYSTAL_ANISOTROPY = 5.0
 _HKL = {r: "".join(map(str, r)) for r in GOLD_REFLECTIONS}
 
 
@@ -1068,6 +1072,18 @@ def _measure(
             f"~{out.ring_directions:.1f} direction): which reflections they are cannot be "
             "checked against each other; image more crystals, or give --rings (and --guess) "
             "to assign them yourself"
+        )
+    if (
+        out.ring_directions is not None
+        and out.ring_directions < MIN_RING_DIRECTIONS
+        and out.anisotropy_percent > _MAX_FEW_CRYSTAL_ANISOTROPY
+        and not chosen
+    ):
+        raise CalibrationError(
+            f"the fit needs an anisotropy of {out.anisotropy_percent:.1f} % to put the spots "
+            f"of a few crystals (~{out.ring_directions:.1f} directions) on one ellipse: more "
+            "likely they belong to other reflections than assumed; image more crystals, or "
+            "give --rings (and --guess) to assign them yourself"
         )
     out = _with_ctf_bias(out, spec, pb, meta, ctf_optics)
     out.diagnostics["spectrum"] = spec.astype(np.float32)
