@@ -2,7 +2,8 @@
 and whether the 95 % intervals (pixel size and anisotropy) cover the truth.
 
 Run: ``OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/pixel_size_robustness.py``
-(about 3 min on 2 cores; images cached in ``--cache``). Writes the
+(about 5 min on 2 cores with the images cached in ``--cache``; simulating them takes
+about 15 min more). Writes the
 ``pixel_size_robustness`` section of docs/benchmarks.md.
 
 Each image draws (seeded, reproducible): size 1024² or 2048², pixel size 0.35-1.3 Å/px
@@ -103,7 +104,7 @@ def _one(args: tuple[int, str]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=30, help="number of random images")
+    ap.add_argument("--n", type=int, default=90, help="number of random images")
     ap.add_argument("--cache", default="/tmp/temcal-robustness-cache")
     ap.add_argument("--jobs", type=int, default=2)
     a = ap.parse_args()
