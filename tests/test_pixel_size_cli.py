@@ -173,3 +173,32 @@ def test_mag_table_unknown_magnification(tmp_path: Path) -> None:
     assert res.exit_code != 0
     assert "cannot tell its magnification" in res.output
     assert not (tmp_path / "t.csv").exists()
+
+
+def test_skip_refused(gold_files: list[Path], tmp_path: Path) -> None:
+    # an amorphous image among gold ones: an error by default, left out with --skip-refused
+    rng = np.random.default_rng(3)
+    blank = write_mrc(
+        tmp_path / "amorphous.mrc",
+        ring_image(512, pixel_size_A=0.8, ring_amplitude=0.0, defocus_A=10000.0, rng=rng),
+    )
+    out = tmp_path / "r.json"
+    files = [*map(str, gold_files), str(blank)]
+    res = runner.invoke(app, ["pixel-size", *files, "--json", str(out)])
+    assert res.exit_code != 0
+    assert "amorphous.mrc" in res.output and "no gold lattice rings found" in res.output
+    assert not out.exists()
+    res = runner.invoke(app, ["pixel-size", *files, "--skip-refused", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "left out" in res.output
+    d = json.loads(out.read_text())
+    assert [im["file"] for im in d["images"]] == [str(f) for f in gold_files]
+    assert [r["file"] for r in d["refused_images"]] == [str(blank)]
+    assert "no gold lattice rings found" in d["refused_images"][0]["reason"]
+    assert abs(d["pixel_size_A"] / 0.8 - 1) < 2e-3
+    # every image refused: still an error, and nothing written
+    out2 = tmp_path / "r2.json"
+    res = runner.invoke(app, ["pixel-size", str(blank), "--skip-refused", "--json", str(out2)])
+    assert res.exit_code != 0
+    assert "all 1 image(s) were refused" in res.output
+    assert not out2.exists()

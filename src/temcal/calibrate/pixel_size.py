@@ -366,6 +366,9 @@ class PixelSizeResult:
         ``sqrt(statistical^2 + (1.96 pixel_size_ctf_bias_se_A)^2)``.
     n_defocus_groups : int
         Number of groups of images with defoci within 150 Å of each other.
+    refused : tuple of (str, str)
+        Images left out with ``skip_refused=True`` (``--skip-refused``): their name and
+        why no pixel size was measured in them.
     """
 
     pixel_size_A: float
@@ -385,6 +388,7 @@ class PixelSizeResult:
     pixel_size_ci95_statistical_A: float = float("nan")
     pixel_size_ctf_bias_se_A: float = 0.0
     n_defocus_groups: int = 1
+    refused: tuple[tuple[str, str], ...] = ()
 
     @property
     def n_images(self) -> int:
@@ -416,6 +420,7 @@ class PixelSizeResult:
                 "ctf_modulation_ci95_A": 1.96 * self.pixel_size_ctf_bias_se_A,
                 "n_defocus_groups": self.n_defocus_groups,
             },
+            "refused_images": [{"file": f, "reason": r} for f, r in self.refused],
             "method": self.method,
             "temcal_version": temcal.__version__,
         }
@@ -1758,6 +1763,7 @@ def estimate_pixel_size(
     voltage_kV: float | None = None,
     cs_mm: float = 2.7,
     fit_ctf: bool = False,
+    skip_refused: bool = False,
 ) -> PixelSizeResult:
     """Joint pixel size and anisotropic magnification from one or more gold images.
 
@@ -1782,12 +1788,22 @@ def estimate_pixel_size(
         Spherical aberration (mm) for the CTF model of the rings (default 2.7).
     fit_ctf : bool
         Model the CTF modulation of the rings.
+    skip_refused : bool
+        Leave out images in which no pixel size can be measured (no gold found, a
+        pattern that fails a consistency check) and combine the others; they are listed
+        in ``PixelSizeResult.refused``. By default one such image is an error. Unreadable
+        or blank images are errors either way.
 
     Returns
     -------
     PixelSizeResult
         Joint estimate; the 95 % interval is Student-t over images when there are
         several, else from the fit covariance (see ``ci_method``).
+
+    Raises
+    ------
+    CalibrationError
+        If an image is refused (every image, with ``skip_refused``).
     """
     a_A, t_K = resolve_lattice_constant(lattice_constant_A, temperature_K)
     _check_guess(guess_pixel_size_A)
@@ -1801,6 +1817,7 @@ def estimate_pixel_size(
     if not items:
         raise InputError("no images given")
     per: list[ImagePixelSize] = []
+    refused: list[tuple[str, str]] = []
     for i, item in enumerate(items):
         img, meta, name = _load(item, i)
         try:
@@ -1809,10 +1826,20 @@ def estimate_pixel_size(
             per.append(_measure(img, meta, name, a_A, hkls, guess_pixel_size_A, optics, ctf_optics))
         except CalibrationError as exc:
             label = name or f"image {i}"
-            raise CalibrationError(f"{label}: {exc}") from None
+            if not skip_refused:
+                raise CalibrationError(f"{label}: {exc}") from None
+            refused.append((label, str(exc)))
         if progress is not None:
             progress(1)
-    return combine_image_results(per, lattice_constant_A=a_A, temperature_K=t_K)
+    if not per:
+        raise CalibrationError(
+            f"no pixel size measured: all {len(items)} image(s) were refused (first: "
+            f"{refused[0][0]}: {refused[0][1]})"
+        )
+    import dataclasses
+
+    out = combine_image_results(per, lattice_constant_A=a_A, temperature_K=t_K)
+    return dataclasses.replace(out, refused=tuple(refused))
 
 
 def combine_image_results(

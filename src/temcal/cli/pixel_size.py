@@ -62,6 +62,17 @@ def pixel_size(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing output files.")
     ] = False,
+    skip_refused: Annotated[
+        bool,
+        typer.Option(
+            "--skip-refused",
+            help=(
+                "Leave out images in which no gold pattern is measurable and combine the "
+                "others (they are listed, and under refused_images in the JSON); by "
+                "default one such image stops the run."
+            ),
+        ),
+    ] = False,
 ) -> None:
     """Measure the pixel size and magnification anisotropy from gold lattice rings."""
     from temcal.calibrate.pixel_size import estimate_pixel_size, resolve_lattice_constant
@@ -86,7 +97,10 @@ def pixel_size(
             guess_pixel_size_A=guess,
             rings=rings,
             progress=advance,
+            skip_refused=skip_refused,
         )
+    for name, why in result.refused:
+        err_console.print(f"note: left out {name}: {why}")
     _print_result(result)
     if plot_path is not None:
         from temcal.report.pixel_size_plot import plot_pixel_size
