@@ -202,3 +202,32 @@ def test_skip_refused(gold_files: list[Path], tmp_path: Path) -> None:
     assert res.exit_code != 0
     assert "all 1 image(s) were refused" in res.output
     assert not out2.exists()
+
+
+def test_mag_table_skip_refused(tmp_path: Path) -> None:
+    # one magnification with a gold image and an amorphous one, one with amorphous only
+    rng = np.random.default_rng(5)
+    root = tmp_path / "mags"
+    for mag in ("105000", "81000"):
+        (root / mag).mkdir(parents=True)
+    write_mrc(root / "105000" / "a.mrc", ring_image(512, pixel_size_A=0.7, rng=rng))
+    for d in ("105000", "81000"):
+        write_mrc(
+            root / d / "blank.mrc",
+            ring_image(512, pixel_size_A=0.7, ring_amplitude=0.0, defocus_A=10000.0, rng=rng),
+        )
+    csv_path, json_path = tmp_path / "t.csv", tmp_path / "t.json"
+    args = ["mag-table", str(root), "--csv", str(csv_path), "--workers", "1"]
+    res = runner.invoke(app, args)
+    assert res.exit_code != 0
+    assert "no gold lattice rings found" in res.output
+    assert not csv_path.exists()
+    res = runner.invoke(app, [*args, "--skip-refused", "--json", str(json_path)])
+    assert res.exit_code == 0, res.output
+    assert "magnification 81000 left out" in res.output
+    rows = json.loads(json_path.read_text())["magnifications"]
+    assert [r["magnification"] for r in rows] == [105000.0]
+    assert rows[0]["n_images"] == 1
+    assert rows[0]["files"] == [str(root / "105000" / "a.mrc")]
+    assert rows[0]["refused_files"] == [str(root / "105000" / "blank.mrc")]
+    assert abs(rows[0]["pixel_size_A"] / 0.7 - 1) < 2e-3

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from temcal.errors import InputError
+from temcal.errors import CalibrationError, InputError
 from temcal.io.images import SUPPORTED_SUFFIXES
 
 __all__ = [
@@ -53,7 +53,9 @@ class MagnificationRow:
     ci_method : str
         How the interval was computed.
     files : tuple of str
-        The images of the group.
+        The images of the group that were measured.
+    refused_files : tuple of str
+        Images of the group left out with ``skip_refused`` (no pixel size measurable).
     """
 
     magnification: float
@@ -66,11 +68,13 @@ class MagnificationRow:
     major_angle_deg: float
     ci_method: str
     files: tuple[str, ...]
+    refused_files: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
         d = asdict(self)
         d["files"] = list(self.files)
+        d["refused_files"] = list(self.refused_files)
         return d
 
 
@@ -184,11 +188,18 @@ def _header_magnification(f: Path) -> float | None:
     return read_image(f).magnification
 
 
-def _measure_one(args: tuple[str, float | None, float | None]) -> Any:
+def _measure_one(args: tuple[str, float | None, float | None, bool]) -> Any:
+    """One image's result, or (with ``skip``) the reason it was refused, as a string."""
     from temcal.calibrate.pixel_size import estimate_pixel_size
+    from temcal.errors import CalibrationError
 
-    path, a, t = args
-    return estimate_pixel_size([path], lattice_constant_A=a, temperature_K=t).images[0]
+    path, a, t, skip = args
+    try:
+        return estimate_pixel_size([path], lattice_constant_A=a, temperature_K=t).images[0]
+    except CalibrationError as exc:
+        if not skip:
+            raise
+        return str(exc)
 
 
 def calibrate_magnifications(
@@ -198,6 +209,7 @@ def calibrate_magnifications(
     temperature_K: float | None = None,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    skip_refused: bool = False,
 ) -> list[MagnificationRow]:
     """Measure every group and return one calibration row per magnification.
 
@@ -212,16 +224,25 @@ def calibrate_magnifications(
         Worker processes (default: the number of CPUs; 1 runs in this process).
     progress : callable, optional
         Called with ``1`` after each image.
+    skip_refused : bool
+        Leave out images in which no pixel size is measurable (listed in each row's
+        ``refused_files``), and magnifications none of whose images is; by default one
+        such image is an error.
 
     Returns
     -------
     list of MagnificationRow
         Sorted by magnification.
+
+    Raises
+    ------
+    CalibrationError
+        If an image is refused (with ``skip_refused``: if every image is).
     """
     from temcal.calibrate.pixel_size import combine_image_results, resolve_lattice_constant
 
     a_A, t_K = resolve_lattice_constant(lattice_constant_A, temperature_K)
-    jobs = [(str(p), a_A, None) for files in groups.values() for p in files]
+    jobs = [(str(p), a_A, None, skip_refused) for files in groups.values() for p in files]
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     n_workers = max(1, min(n_workers, len(jobs)))
     results: list[Any] = []
@@ -239,13 +260,17 @@ def calibrate_magnifications(
     rows = []
     k = 0
     for mag, files in groups.items():
-        per = results[k : k + len(files)]
+        got = results[k : k + len(files)]
         k += len(files)
+        per = [r for r in got if not isinstance(r, str)]
+        refused = tuple(str(f) for f, r in zip(files, got, strict=True) if isinstance(r, str))
+        if not per:
+            continue
         joint = combine_image_results(per, lattice_constant_A=a_A, temperature_K=t_K)
         rows.append(
             MagnificationRow(
                 magnification=mag,
-                n_images=len(files),
+                n_images=len(per),
                 pixel_size_A=joint.pixel_size_A,
                 pixel_size_ci95_A=joint.pixel_size_ci95_A,
                 pixel_major_A=joint.pixel_major_A,
@@ -253,9 +278,15 @@ def calibrate_magnifications(
                 anisotropy_percent=joint.anisotropy_percent,
                 major_angle_deg=joint.major_angle_deg,
                 ci_method=joint.ci_method,
-                files=tuple(str(f) for f in files),
+                files=tuple(
+                    str(f) for f, r in zip(files, got, strict=True) if not isinstance(r, str)
+                ),
+                refused_files=refused,
             )
         )
+    if not rows:
+        first = next(r for r in results if isinstance(r, str))
+        raise CalibrationError(f"no magnification calibrated: every image was refused ({first})")
     return rows
 
 

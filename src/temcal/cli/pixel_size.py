@@ -221,6 +221,16 @@ def mag_table(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing output files.")
     ] = False,
+    skip_refused: Annotated[
+        bool,
+        typer.Option(
+            "--skip-refused",
+            help=(
+                "Leave out images (and magnifications) in which no gold pattern is "
+                "measurable; they are listed, and as refused_files in the JSON."
+            ),
+        ),
+    ] = False,
 ) -> None:
     """Calibrate many magnifications at once: one pixel size per magnification group."""
     from rich.table import Table
@@ -247,7 +257,15 @@ def mag_table(
             temperature_K=temperature,
             workers=workers or None,
             progress=advance,
+            skip_refused=skip_refused,
         )
+    for row in rows:
+        for f in row.refused_files:
+            err_console.print(f"note: left out {f} (magnification {row.magnification:g})")
+    done = {row.magnification for row in rows}
+    for mag in groups:
+        if mag not in done:
+            err_console.print(f"note: magnification {mag:g} left out: every image was refused")
     t = Table(title="Magnification calibration")
     for c in ("magnification", "n", "pixel size (Å/px)", "95 % CI", "anisotropy (%)", "angle"):
         t.add_column(c, justify="right")
