@@ -157,3 +157,18 @@ def test_forbidden_positions_penalised() -> None:
     s_comb = gs._score_candidates(xg, comb, D_LIST, (p / 1.01, p * 1.01))
     assert s_gold.score.max() > 5.0
     assert s_comb.score.max() < s_gold.score.max() - 5.0
+
+
+def test_flat_profile_says_no_ring_stands_out() -> None:
+    # a featureless search profile: the chosen ring fits inside the spectrum at every
+    # candidate, it just never stands out -- the error must say so (it used to blame the
+    # image size: "no plausible pixel size puts two gold rings inside the spectrum")
+    xg = np.arange(math.log(0.02), math.log(1.8), gs._SEARCH_DX)
+    z = np.random.default_rng(0).normal(0.0, 0.3, xg.size)
+    d111 = A_293K / math.sqrt(3.0)
+    with pytest.raises(CalibrationError, match="strongest gold ring stands out at no"):
+        gs._search_in_profile(xg, z, [d111], guess_pixel_size_A=1.2)
+    # a profile that cannot hold the ring at all is still blamed on the spectrum's extent
+    short = np.arange(math.log(0.02), math.log(0.05), gs._SEARCH_DX)
+    with pytest.raises(CalibrationError, match="inside the spectrum"):
+        gs._search_in_profile(short, np.zeros(short.size), [d111], guess_pixel_size_A=1.2)

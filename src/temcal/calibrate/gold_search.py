@@ -366,7 +366,7 @@ def _score_candidates(
         count += np.where(valid, wj * wj, 0.0)
         peaks.append(zi)
         valids.append(valid)
-    usable = count >= min(1.5, float(count.max()))
+    usable = (count > 0) & (count >= min(1.5, float(count.max())))
     score = np.where(usable, total / np.sqrt(np.maximum(count, 1)), -np.inf)
     a = _lattice_constant_from_spacings(d_list)
     if a is not None:
@@ -434,12 +434,17 @@ def _search_in_profile(
     low = d_arr / d_arr.max() > 0.8  # 111 and 200 (of the rings used)
     low_seen = np.any((sc.ring_peak[low] >= _MIN_RING_PEAK) & sc.ring_valid[low], axis=0)
     low_inside = np.any(sc.ring_valid[low], axis=0)
-    usable = usable & (low_seen | ~low_inside)
-    score = np.where(usable, sc.score, -np.inf)
     if not usable.any():
         raise CalibrationError(
             "no gold lattice rings found: no plausible pixel size puts two gold rings inside "
             "the spectrum (image too small?)"
+        )
+    usable = usable & (low_seen | ~low_inside)
+    score = np.where(usable, sc.score, -np.inf)
+    if not usable.any():
+        raise CalibrationError(
+            "no gold lattice rings found in the power spectrum: the strongest gold ring "
+            "stands out at no plausible pixel size; is there gold in the image?"
         )
     best = int(np.argmax(score))
     best = _resolve_factor_two(best, lp, score, usable, xg, z0, d_list, (lo, hi))
