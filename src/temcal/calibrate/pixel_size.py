@@ -1095,7 +1095,7 @@ def _measure(
             "likely they belong to other reflections than assumed; image more crystals, or "
             "give --rings (and --guess) to assign them yourself"
         )
-    out = _with_ctf_bias(out, spec, pb, meta, ctf_optics)
+    out = _with_ctf_bias(out, spec, pb, meta, ctf_optics, image=sub)
     out.diagnostics["spectrum"] = spec.astype(np.float32)
     return out
 
@@ -1141,14 +1141,63 @@ def _search_with_rings(
         return _search_pixel_size(img, list(d_used), guess_pixel_size_A=guess)
 
 
+def _thon_defocus(
+    spec: np.ndarray,
+    pb: float,
+    ctf_optics: tuple[float, float],
+    lattice_constant_A: float,
+    *,
+    image: np.ndarray | None = None,
+) -> float | None:
+    """Mean defocus (Å, underfocus positive) from the support's Thon rings, or None.
+
+    The Thon rings are fitted in the rings' spectrum ``spec`` (pixel size ``pb``); when
+    that fails and ``image`` (the image it came from) holds two tiles of twice the size,
+    once more in a spectrum of those finer frequency steps. That rescues only defoci
+    whose Thon rings the first spectrum cannot resolve (spacing at half Nyquist,
+    ``n pb^2 / (lambda dz)`` pixels, under one: measured, 3 µm at 0.40 Å/px in a 2048²
+    image); anything else found there where the first found nothing is not trusted.
+    """
+    from temcal.calibrate.ctf_fit import fit_ctf, gold_exclusions_A
+    from temcal.errors import TemcalError
+    from temcal.physics.wavelength import calculate_wavelength_A
+    from temcal.spectra.power import PowerSpectrum
+
+    voltage_kV, cs_mm = ctf_optics
+    spectra = [spec]
+    if image is not None and min(image.shape) >= 4 * spec.shape[0]:
+        spectra.append(_spectrum(image, 2 * spec.shape[0]))
+    dense_A = spec.shape[0] * pb * pb / calculate_wavelength_A(voltage_kV)
+    for k, sp in enumerate(spectra):
+        try:
+            fit = fit_ctf(
+                PowerSpectrum(data=sp, tile_size=sp.shape[0], n_tiles=1),
+                pixel_size_A=pb,
+                voltage_kV=voltage_kV,
+                cs_mm=cs_mm,
+                defocus_search_A=(300.0, 60000.0),
+                allow_focus_crossing=True,
+                exclude_resolutions_A=gold_exclusions_A(lattice_constant_A),
+                # only the mean defocus is needed: a narrow astigmatism search is enough
+                max_astigmatism_A=5000.0,
+            )
+        except (TemcalError, ValueError, np.linalg.LinAlgError):
+            continue
+        mean = 0.5 * (fit.defocus_u_A + fit.defocus_v_A)
+        return mean if k == 0 or abs(mean) >= dense_A else None
+    return None
+
+
 def _with_ctf_bias(
     out: ImagePixelSize,
     spec: np.ndarray,
     pb: float,
     meta: ImageData | None,
     ctf_optics: tuple[float, float],
+    *,
+    image: np.ndarray | None = None,
 ) -> ImagePixelSize:
-    """Attach the CTF-modulation uncertainty (defocus from the support's Thon rings)."""
+    """Attach the CTF-modulation uncertainty (defocus from :func:`_thon_defocus`)."""
     import dataclasses
 
     from temcal.calibrate.ring_bias import (
@@ -1156,30 +1205,15 @@ def _with_ctf_bias(
         calculate_worst_ring_ctf_bias,
         combine_ring_biases,
     )
-    from temcal.errors import TemcalError
-    from temcal.spectra.power import PowerSpectrum
 
     voltage_kV, cs_mm = ctf_optics
-    defocus: float | None = None
-    try:
-        from temcal.calibrate.ctf_fit import fit_ctf, gold_exclusions_A
-
-        fit = fit_ctf(
-            PowerSpectrum(data=spec, tile_size=spec.shape[0], n_tiles=1),
-            pixel_size_A=pb,
-            voltage_kV=voltage_kV,
-            cs_mm=cs_mm,
-            defocus_search_A=(300.0, 60000.0),
-            allow_focus_crossing=True,
-            exclude_resolutions_A=gold_exclusions_A(
-                out.diagnostics.get("lattice_constant_A", 4.0782)
-            ),
-            # only the mean defocus is needed: a narrow astigmatism search is enough
-            max_astigmatism_A=5000.0,
-        )
-        defocus = 0.5 * (fit.defocus_u_A + fit.defocus_v_A)
-    except (TemcalError, ValueError, np.linalg.LinAlgError):
-        defocus = None
+    defocus = _thon_defocus(
+        spec,
+        pb,
+        ctf_optics,
+        float(out.diagnostics.get("lattice_constant_A", 4.0782)),
+        image=image,
+    )
     eta = float(out.diagnostics.get("eta", 0.0))
     rel, info = [], []
     for r in out.rings:
