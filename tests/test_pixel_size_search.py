@@ -172,3 +172,28 @@ def test_flat_profile_says_no_ring_stands_out() -> None:
     short = np.arange(math.log(0.02), math.log(0.05), gs._SEARCH_DX)
     with pytest.raises(CalibrationError, match="inside the spectrum"):
         gs._search_in_profile(short, np.zeros(short.size), [d111], guess_pixel_size_A=1.2)
+
+
+def test_all_aliased_hint_threshold() -> None:
+    # the 111 ring (d = 2.3546 Å) reaches the spectrum's corner (sqrt(2)/2 cycles/px)
+    # below p = 1.665 Å/px: no hint there, a hint above
+    assert gs._all_aliased_hint(1.6, D_LIST) == ""
+    hint = gs._all_aliased_hint(1.7, D_LIST)
+    assert "beyond Nyquist" in hint and "1.66 Å/px" in hint
+
+
+def test_all_aliased_gold_says_so() -> None:
+    # 2 Å/px: every gold ring lies beyond the corner of the spectrum; the error must say
+    # that the magnification is too low, not just that the fit failed
+    sim = simulate_gold_image(
+        (1024, 1024),
+        pixel_size_A=2.0,
+        grain_size_nm=20.0,
+        grain_thickness_nm=4.0,
+        coverage=1.0,
+        defocus_A=10000.0,
+        dose_e_per_A2=40.0,
+        rng=np.random.default_rng(1),
+    )
+    with pytest.raises(CalibrationError, match="every gold ring lies beyond Nyquist"):
+        measure_gold_rings(sim.image.astype(np.float32), lattice_constant_A=A_293K)

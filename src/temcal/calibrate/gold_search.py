@@ -73,6 +73,26 @@ def _spectrum(img: np.ndarray, tile: int) -> np.ndarray:
     return calculate_power_spectrum(img, tile_size=tile, overlap=overlap, dtype=np.float32).data
 
 
+def _all_aliased_hint(
+    pixel_size_A: float, d_A: Sequence[float] | np.ndarray, lead: str = "at"
+) -> str:
+    """A hint for error messages when every gold ring lies beyond the spectrum's corner.
+
+    Returns ``""`` when the ring of the largest spacing ``d`` lies inside the corner
+    (``p / d < sqrt(2) / 2`` cycles/px), else a clause (starting with ``lead``) saying
+    that only aliases of the rings reach the image and which pixel sizes would show them.
+    """
+    d_max = float(np.max(d_A))
+    corner = math.sqrt(0.5)
+    if pixel_size_A / d_max < corner:
+        return ""
+    return (
+        f"{lead} {pixel_size_A:.3g} Å/px, every gold ring lies beyond Nyquist (only "
+        f"overlapping aliases of them reach the image): gold rings are measurable below "
+        f"about {corner * d_max:.2f} Å/px; record the gold at a higher magnification"
+    )
+
+
 # --------------------------------------------------------------------------------------
 # search
 
@@ -442,9 +462,13 @@ def _search_in_profile(
     usable = usable & (low_seen | ~low_inside)
     score = np.where(usable, sc.score, -np.inf)
     if not usable.any():
+        hint = ""
+        if guess_pixel_size_A is not None:
+            hint = _all_aliased_hint(guess_pixel_size_A, d_arr, "Near the guessed")
         raise CalibrationError(
             "no gold lattice rings found in the power spectrum: the strongest gold ring "
             "stands out at no plausible pixel size; is there gold in the image?"
+            + (" " + hint if hint else "")
         )
     best = int(np.argmax(score))
     best = _resolve_factor_two(best, lp, score, usable, xg, z0, d_list, (lo, hi))
@@ -484,5 +508,10 @@ def _search_in_profile(
             "no gold lattice rings found in the power spectrum (best candidate pixel size "
             f"{p:.4g} Å/px {problem}); is there gold in the image? "
             "(--guess or --rings may help with weak rings)"
+            + (
+                ". " + hint
+                if (hint := _all_aliased_hint(p, d_arr, "If the pixel size is near"))
+                else ""
+            )
         )
     return _SearchResult(pixel_size_A=p, significance=sig, n_rings=n_det)

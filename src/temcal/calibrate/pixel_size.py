@@ -99,6 +99,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from temcal.calibrate.gold_search import (
+    _all_aliased_hint,
     _bin_image,
     _pow2_at_most,
     _search_pixel_size,
@@ -957,7 +958,10 @@ def _measure(
     if below.sum() >= 2:  # rings inside Nyquist suffice: leave the aliased ones out
         use = below
     if use.sum() == 0:
-        raise CalibrationError("no gold ring falls in the measurable frequency range")
+        raise CalibrationError(
+            "no gold ring falls in the measurable frequency range"
+            + ("; " + h if (h := _all_aliased_hint(p0, d_all)) else "")
+        )
     radii = radii_all[use]
     hk_used = [hkls[int(i)] for i in np.flatnonzero(use)]
     bin_w = 0.4 / (n * pb)  # 0.4 spectrum pixel, in Å⁻¹
@@ -1003,7 +1007,10 @@ def _measure(
     half = np.clip(np.maximum(5.0 * wj, 0.05 * radii) + 0.012 * radii, 8.0 / (n * pb), 0.1 * radii)
     data1 = _collect(spec, W1, radii, half, n_sectors=24, bin_width=2 * bin_w)
     if data1 is None:
-        raise CalibrationError("gold ring fit failed: too few spectrum samples near the rings")
+        raise CalibrationError(
+            "gold ring fit failed: too few spectrum samples near the rings"
+            + ("; " + h if (h := _all_aliased_hint(p0, d_all)) else "")
+        )
     radii, wj = radii[data1.ring_idx], wj[data1.ring_idx]
     hk_used = [hk_used[i] for i in data1.ring_idx]
     nr = len(radii)
@@ -1020,7 +1027,10 @@ def _measure(
     half = np.clip(np.maximum(5.0 * wj, 0.05 * radii), 6.0 / (n * pb), 0.1 * radii)
     data2 = _collect(spec, W1, radii, half, n_sectors=36, bin_width=bin_w)
     if data2 is None:
-        raise CalibrationError("gold ring fit failed: too few spectrum samples near the rings")
+        raise CalibrationError(
+            "gold ring fit failed: too few spectrum samples near the rings"
+            + ("; " + h if (h := _all_aliased_hint(p0, d_all)) else "")
+        )
     radii2 = radii[data2.ring_idx]
     hk2 = [hk_used[i] for i in data2.ring_idx]
     nr2 = len(radii2)
@@ -1073,7 +1083,13 @@ def _measure(
         res_c = _fit_ctf(model_c, res.x, nr2)
         if res_c is not None and res_c.cost < res.cost:
             model2, res = model_c, res_c
-    _check_strong_rings_kept(hk2, [h for h, u in zip(hkls, use, strict=True) if u], p0)
+    _check_strong_rings_kept(
+        hk2,
+        [h for h, u in zip(hkls, use, strict=True) if u],
+        p0,
+        guessed=guess is not None,
+        lattice_constant_A=a_A,
+    )
     out = _finish(model2, res, hk2, radii2, pb, b, n, found, meta, name, a_A)
     chosen = sorted(map(tuple, hkls)) != sorted(GOLD_REFLECTIONS)
     if out.ring_directions is not None and out.ring_directions < _MIN_ONE_CRYSTAL and not chosen:
@@ -1095,7 +1111,7 @@ def _measure(
             "likely they belong to other reflections than assumed; image more crystals, or "
             "give --rings (and --guess) to assign them yourself"
         )
-    out = _with_ctf_bias(out, spec, pb, meta, ctf_optics, image=sub)
+    out = _with_ctf_bias(out, spec, pb, meta, ctf_optics)
     out.diagnostics["spectrum"] = spec.astype(np.float32)
     return out
 
@@ -1104,6 +1120,9 @@ def _check_strong_rings_kept(
     kept: Sequence[tuple[int, int, int]],
     measurable: Sequence[tuple[int, int, int]],
     p_A: float,
+    *,
+    guessed: bool = False,
+    lattice_constant_A: float = 4.0782,
 ) -> None:
     """Refuse a result that rests only on weaker rings while 111 and 200 were measurable.
 
@@ -1116,10 +1135,17 @@ def _check_strong_rings_kept(
     strong = {(1, 1, 1), (2, 0, 0)}
     if any(tuple(h) in strong for h in measurable) and not any(tuple(h) in strong for h in kept):
         names = ", ".join("".join(map(str, h)) for h in kept)
+        hint = _all_aliased_hint(p_A, [d_spacing_A(h, lattice_constant_A) for h in strong])
+        where = "" if hint else ", inside the spectrum,"
+        advice = (
+            "; give --rings to choose the rings yourself"
+            if guessed
+            else "; give --guess (or --rings) if the pixel size is roughly known"
+        )
         raise CalibrationError(
             f"no consistent gold ring pattern: at {p_A:.4g} Å/px the fit kept only the "
-            f"{names} ring(s), while the stronger 111 and 200 rings, inside the spectrum, "
-            "were not found; give --guess (or --rings) if the pixel size is roughly known"
+            f"{names} ring(s), while the stronger 111 and 200 rings{where} were not found"
+            + (": " + hint if hint else advice)
         )
 
 
@@ -1146,46 +1172,36 @@ def _thon_defocus(
     pb: float,
     ctf_optics: tuple[float, float],
     lattice_constant_A: float,
-    *,
-    image: np.ndarray | None = None,
 ) -> float | None:
     """Mean defocus (Å, underfocus positive) from the support's Thon rings, or None.
 
-    The Thon rings are fitted in the rings' spectrum ``spec`` (pixel size ``pb``); when
-    that fails and ``image`` (the image it came from) holds two tiles of twice the size,
-    once more in a spectrum of those finer frequency steps. That rescues only defoci
-    whose Thon rings the first spectrum cannot resolve (spacing at half Nyquist,
-    ``n pb^2 / (lambda dz)`` pixels, under one: measured, 3 µm at 0.40 Å/px in a 2048²
-    image); anything else found there where the first found nothing is not trusted.
+    The Thon rings are fitted in the rings' spectrum ``spec`` (pixel size ``pb``). At
+    large defocus and small pixel sizes they can be too dense for it (measured: 3 µm at
+    0.40 Å/px with 512² tiles), and the CTF uncertainty then falls back to its worst
+    case. A second fit in a spectrum of finer frequency steps found those, but cost
+    about 0.3-0.6 s per 4096² image without Thon rings (bare gold, focus) and found
+    spurious defoci in focus, so it is not done.
     """
     from temcal.calibrate.ctf_fit import fit_ctf, gold_exclusions_A
     from temcal.errors import TemcalError
-    from temcal.physics.wavelength import calculate_wavelength_A
     from temcal.spectra.power import PowerSpectrum
 
     voltage_kV, cs_mm = ctf_optics
-    spectra = [spec]
-    if image is not None and min(image.shape) >= 4 * spec.shape[0]:
-        spectra.append(_spectrum(image, 2 * spec.shape[0]))
-    dense_A = spec.shape[0] * pb * pb / calculate_wavelength_A(voltage_kV)
-    for k, sp in enumerate(spectra):
-        try:
-            fit = fit_ctf(
-                PowerSpectrum(data=sp, tile_size=sp.shape[0], n_tiles=1),
-                pixel_size_A=pb,
-                voltage_kV=voltage_kV,
-                cs_mm=cs_mm,
-                defocus_search_A=(300.0, 60000.0),
-                allow_focus_crossing=True,
-                exclude_resolutions_A=gold_exclusions_A(lattice_constant_A),
-                # only the mean defocus is needed: a narrow astigmatism search is enough
-                max_astigmatism_A=5000.0,
-            )
-        except (TemcalError, ValueError, np.linalg.LinAlgError):
-            continue
-        mean = 0.5 * (fit.defocus_u_A + fit.defocus_v_A)
-        return mean if k == 0 or abs(mean) >= dense_A else None
-    return None
+    try:
+        fit = fit_ctf(
+            PowerSpectrum(data=spec, tile_size=spec.shape[0], n_tiles=1),
+            pixel_size_A=pb,
+            voltage_kV=voltage_kV,
+            cs_mm=cs_mm,
+            defocus_search_A=(300.0, 60000.0),
+            allow_focus_crossing=True,
+            exclude_resolutions_A=gold_exclusions_A(lattice_constant_A),
+            # only the mean defocus is needed: a narrow astigmatism search is enough
+            max_astigmatism_A=5000.0,
+        )
+    except (TemcalError, ValueError, np.linalg.LinAlgError):
+        return None
+    return 0.5 * (fit.defocus_u_A + fit.defocus_v_A)
 
 
 def _with_ctf_bias(
@@ -1194,8 +1210,6 @@ def _with_ctf_bias(
     pb: float,
     meta: ImageData | None,
     ctf_optics: tuple[float, float],
-    *,
-    image: np.ndarray | None = None,
 ) -> ImagePixelSize:
     """Attach the CTF-modulation uncertainty (defocus from :func:`_thon_defocus`)."""
     import dataclasses
@@ -1208,11 +1222,7 @@ def _with_ctf_bias(
 
     voltage_kV, cs_mm = ctf_optics
     defocus = _thon_defocus(
-        spec,
-        pb,
-        ctf_optics,
-        float(out.diagnostics.get("lattice_constant_A", 4.0782)),
-        image=image,
+        spec, pb, ctf_optics, float(out.diagnostics.get("lattice_constant_A", 4.0782))
     )
     eta = float(out.diagnostics.get("eta", 0.0))
     rel, info = [], []
