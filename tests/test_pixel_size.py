@@ -312,3 +312,19 @@ def test_single_ring_jacobian_matches_finite_differences() -> None:
             axis=1,
         )
         assert np.abs(jac(t) - num).max() < 1e-5 * np.abs(num).max()
+
+
+def test_strong_rings_missing_message() -> None:
+    from temcal.calibrate.pixel_size import _check_strong_rings_kept
+
+    measurable = [(1, 1, 1), (2, 0, 0), (2, 2, 0)]
+    # 111 and 200 inside the spectrum but not kept: ask for a guess, or for --rings when
+    # a guess was already given
+    with pytest.raises(CalibrationError, match=r"inside the spectrum.*give --guess"):
+        _check_strong_rings_kept([(2, 2, 0)], measurable, 0.8)
+    with pytest.raises(CalibrationError, match="give --rings to choose"):
+        _check_strong_rings_kept([(2, 2, 0)], measurable, 0.8, guessed=True)
+    # every ring beyond the spectrum's corner: the magnification is too low
+    with pytest.raises(CalibrationError, match=r"beyond Nyquist.*higher magnification"):
+        _check_strong_rings_kept([(2, 2, 0)], measurable, 2.0, guessed=True)
+    _check_strong_rings_kept([(1, 1, 1), (2, 2, 0)], measurable, 0.8)  # fine
