@@ -231,3 +231,28 @@ def test_mag_table_skip_refused(tmp_path: Path) -> None:
     assert rows[0]["files"] == [str(root / "105000" / "a.mrc")]
     assert rows[0]["refused_files"] == [str(root / "105000" / "blank.mrc")]
     assert abs(rows[0]["pixel_size_A"] / 0.7 - 1) < 2e-3
+
+
+def test_ctf_note_recommends_defocus(tmp_path: Path) -> None:
+    # 6 nm grains (broad rings) at 0.5 µm: the CTF shift matters, and the note says how
+    # much underfocus removes it; the JSON gives the same per image
+    from temcal.simulate.gold import simulate_gold_image
+
+    sim = simulate_gold_image(
+        (1024, 1024),
+        pixel_size_A=0.75,
+        grain_size_nm=6.0,
+        grain_thickness_nm=4.0,
+        coverage=1.0,
+        defocus_A=5000.0,
+        dose_e_per_A2=40.0,
+        rng=np.random.default_rng(3),
+    )
+    f = write_mrc(tmp_path / "broad.mrc", sim.image.astype(np.float32), pixel_size_A=0.75)
+    out = tmp_path / "r.json"
+    res = runner.invoke(app, ["pixel-size", str(f), "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    dz = json.loads(out.read_text())["images"][0]["min_unshifted_defocus_A"]
+    # grains ~6 nm: Delta = 2 lambda dz / d111 must exceed ~1.5 x the grain size
+    assert 5000.0 < dz < 30000.0
+    assert f"{dz / 1e4:.1f} µm underfocus or more" in " ".join(res.output.split())

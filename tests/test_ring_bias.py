@@ -105,3 +105,22 @@ def test_uncertainty_large_near_focus_small_far_from_it(
     else:
         assert r.thon_defocus_A == pytest.approx(defocus_A, rel=0.02)
         assert rel < 1e-4
+
+
+@pytest.mark.parametrize("width", [0.002, 0.004, 0.008])
+@pytest.mark.parametrize("radius", [1.0 / 2.3546, 1.0 / 2.0391])
+def test_min_unshifted_defocus(width: float, radius: float) -> None:
+    from temcal.calibrate.ring_bias import calculate_min_unshifted_defocus_A
+
+    dz = calculate_min_unshifted_defocus_A(radius, width, voltage_kV=300.0, cs_mm=2.7)
+    kw = {"eta": 0.0, "voltage_kV": 300.0, "cs_mm": 2.7}
+    worst = calculate_worst_ring_ctf_bias(width)
+    # beyond it the shift is gone (the smooth tail is below exp(-8) of the worst case) ...
+    for f in (1.001, 1.2, 2.0):
+        assert calculate_ring_ctf_bias(radius, width, defocus_A=f * dz, **kw) < 1e-3 * worst
+    # ... just before it the overlap term still shifts the ring
+    assert calculate_ring_ctf_bias(radius, width, defocus_A=0.9 * dz, **kw) > 1e-3 * worst
+    # Delta = 2 lambda dz R - 2 Cs lambda^3 R^3 equals the grain diameter 0.66 / w there
+    lam = 0.019687
+    delta = 2 * lam * dz * radius - 2 * 2.7e7 * lam**3 * radius**3
+    assert delta == pytest.approx(0.66 / width, rel=1e-3)

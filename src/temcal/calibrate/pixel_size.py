@@ -271,6 +271,11 @@ class ImagePixelSize:
         spots make the rings. Below 6 the scatter of single spots cannot be estimated
         from the image, a per-spot jitter model and Student-t quantiles widen the
         standard errors, and the anisotropy is poorly determined.
+    min_unshifted_defocus_A : float or None
+        Underfocus (Å) beyond which the CTF no longer shifts these rings
+        (:func:`temcal.calibrate.ring_bias.calculate_min_unshifted_defocus_A`, for the
+        ring of highest SNR): a recording recommendation for images whose
+        ``ctf_bias_se_A`` matters.
     """
 
     file: str | None
@@ -294,6 +299,7 @@ class ImagePixelSize:
     ctf_bias_se_A: float = 0.0
     ring_envelope_b_A2: float | None = None
     ring_directions: float | None = None
+    min_unshifted_defocus_A: float | None = None
     diagnostics: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -319,6 +325,7 @@ class ImagePixelSize:
             "ctf_bias_se_A": self.ctf_bias_se_A,
             "ring_envelope_b_A2": self.ring_envelope_b_A2,
             "ring_directions": self.ring_directions,
+            "min_unshifted_defocus_A": self.min_unshifted_defocus_A,
         }
 
 
@@ -1215,6 +1222,7 @@ def _with_ctf_bias(
     import dataclasses
 
     from temcal.calibrate.ring_bias import (
+        calculate_min_unshifted_defocus_A,
         calculate_ring_ctf_bias,
         calculate_worst_ring_ctf_bias,
         combine_ring_biases,
@@ -1244,7 +1252,18 @@ def _with_ctf_bias(
     # standard uncertainty: the amplitude b itself (not its rms b / sqrt 2 over the phase):
     # on the simulator the strongly scattering grains shift rings up to ~2 b
     se = out.pixel_size_A * combine_ring_biases(rel, info)
-    return dataclasses.replace(out, thon_defocus_A=defocus, ctf_bias_se_A=float(se))
+    # the recommendation follows the ring that carries the fit (highest SNR): a faint
+    # narrow one (a few spots) would ask for far more defocus than the result needs
+    fitted = [r for r in out.rings if r.width_per_A > 0 and math.isfinite(r.snr)]
+    min_dz = None
+    if fitted:
+        top = max(fitted, key=lambda r: r.snr)
+        min_dz = calculate_min_unshifted_defocus_A(
+            1.0 / top.d_A, top.width_per_A, voltage_kV=voltage_kV, cs_mm=cs_mm
+        )
+    return dataclasses.replace(
+        out, thon_defocus_A=defocus, ctf_bias_se_A=float(se), min_unshifted_defocus_A=min_dz
+    )
 
 
 def _ring_amplitudes(

@@ -139,10 +139,12 @@ def _print_result(result: PixelSizeResult) -> None:
     )
     out_console.print(t)
     if ctf_pct > 0.05:
+        dz = [d for im in result.images if (d := im.min_unshifted_defocus_A) is not None]
+        where = f" (for these rings: {max(dz) / 1e4:.1f} µm underfocus or more)" if dz else ""
         err_console.print(
             f"note: the CTF modulation across the broad rings may shift them by up to "
-            f"~{ctf_pct:.2f} %; images at larger defocus (rings averaging over many CTF "
-            "oscillations) or at several defoci (independent shifts) reduce it"
+            f"~{ctf_pct:.2f} %; images at larger defocus{where} or at several defoci "
+            "(independent shifts) reduce it"
         )
     from temcal.calibrate.pixel_size import MIN_RING_DIRECTIONS
 
