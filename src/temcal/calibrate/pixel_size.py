@@ -1185,9 +1185,9 @@ def _thon_defocus(
     The Thon rings are fitted in the rings' spectrum ``spec`` (pixel size ``pb``). At
     large defocus and small pixel sizes they can be too dense for it (measured: 3 µm at
     0.40 Å/px with 512² tiles), and the CTF uncertainty then falls back to its worst
-    case. A second fit in a spectrum of finer frequency steps found those, but cost
-    about 0.3-0.6 s per 4096² image without Thon rings (bare gold, focus) and found
-    spurious defoci in focus, so it is not done.
+    case. A second fit in a spectrum of finer frequency steps found those, but added
+    0.3-1 s CPU to a 4096² image without Thon rings (bare gold, focus), and its faster
+    variants found spurious defoci in focus, so it is not done (docs/pixel_size.md).
     """
     from temcal.calibrate.ctf_fit import fit_ctf, gold_exclusions_A
     from temcal.errors import TemcalError
