@@ -328,3 +328,13 @@ def test_strong_rings_missing_message() -> None:
     with pytest.raises(CalibrationError, match=r"beyond Nyquist.*higher magnification"):
         _check_strong_rings_kept([(2, 2, 0)], measurable, 2.0, guessed=True)
     _check_strong_rings_kept([(1, 1, 1), (2, 2, 0)], measurable, 0.8)  # fine
+
+
+def test_a_guess_more_than_10_percent_off_is_refused(rng: np.random.Generator) -> None:
+    # full rings at 0.9 Å/px; a guess 17 % high still finds them (search within x1.25)
+    # but the result is refused: that far off, the rings may be mislabelled
+    img = ring_image(1024, pixel_size_A=0.9, rng=rng)
+    with pytest.raises(CalibrationError, match=r"-14 % from the guess 1\.05 Å/px"):
+        measure_gold_rings(img, guess_pixel_size_A=1.05)
+    r = measure_gold_rings(img, guess_pixel_size_A=0.95)  # 5.6 % off: measured
+    assert abs(r.pixel_size_A / 0.9 - 1.0) < 2e-3

@@ -87,6 +87,7 @@ def test_pixel_size_json_contract(gold_files: list[Path], tmp_path: Path) -> Non
         (["--lattice-constant", "4.07", "--temperature", "80"], "not both"),
         (["--lattice-constant", "40"], "lattice constant"),
         (["--guess", "1e6"], "absurd"),
+        (["--guess", "0.95"], "from the guess"),  # rings found 16 % below it: refused
         (["--rings", "110"], "forbidden"),
     ],
 )

@@ -120,3 +120,51 @@ def test_few_crystals_intervals_cover_the_truth(seed: int, params: dict) -> None
     se_p = math.hypot(r.pixel_size_se_A, r.ctf_bias_se_A)
     assert abs(r.pixel_size_A - p_true) < 2.6 * se_p
     assert r.anisotropy_percent < 2.45 * r.anisotropy_se_percent
+
+
+# one 18 nm grain of a 4 nm foil band carries the rings (~1 direction of 18)
+_LONE_CRYSTAL = dict(
+    pixel_size_A=0.7978557222315489,
+    anisotropy_percent=1.0,
+    major_angle_deg=47.917431215473634,
+    grain_size_nm=17.845508337922567,
+    defocus_A=15250.059507557655,
+    dose_e_per_A2=56.919795811959204,
+    kind="foil",
+    coverage=0.281298753975133,
+    grain_thickness_nm=4.0,
+)
+
+
+def test_a_close_guess_assigns_a_lone_crystals_spots() -> None:
+    # without a guess the spots' reflections cannot be told apart (refused); a guess
+    # 1.5 % off leaves one assignment within 5 % of it, and the measured pixel size
+    # carries an honest, wide interval (one crystal: Student-t, per-spot jitter)
+    img, p_true = _simulate(2147, size=1024, **_LONE_CRYSTAL)  # type: ignore[arg-type]
+    with pytest.raises(CalibrationError, match="single crystal"):
+        measure_gold_rings(img, lattice_constant_A=4.0782)
+    r = measure_gold_rings(img, lattice_constant_A=4.0782, guess_pixel_size_A=0.786)
+    assert r.ring_directions is not None and r.ring_directions < 1.5
+    se_p = math.hypot(r.pixel_size_se_A, r.ctf_bias_se_A)
+    assert abs(r.pixel_size_A - p_true) < 1.96 * se_p
+    assert abs(r.pixel_size_A / p_true - 1.0) < 0.02
+    assert 1.96 * se_p / p_true > 0.005  # one crystal: no tight interval
+
+
+def test_a_result_far_from_the_guess_is_refused() -> None:
+    # the 24 particles of 29 nm whose 220 and 311 spots pass for 111 and 200: with a
+    # guess 2.5 % off, the search (within x1.25) still lands on that labelling, 15 %
+    # from the guess; refused instead of a pixel size 17.6 % off
+    img, _ = _simulate(
+        2077,
+        pixel_size_A=0.47417972619329807,
+        anisotropy_percent=2.0,
+        major_angle_deg=127.56274442265754,
+        grain_size_nm=28.968920366781084,
+        defocus_A=14934.220054192903,
+        dose_e_per_A2=74.78963294251992,
+        kind="particles",
+        n_particles=24,
+    )
+    with pytest.raises(CalibrationError, match=r"\+15 % from the guess 0\.4858"):
+        measure_gold_rings(img, lattice_constant_A=4.0782, guess_pixel_size_A=0.4858)

@@ -22,7 +22,8 @@ Method
    stand out. The best one is accepted only if it scores >= 4.5, two of its rings stand out
    (one ring alone cannot tell 111 from 200 or 220), and no unrelated candidate comes close
    (ratio > 0.7 and margin < 6; with a guess: score >= 3 and one ring); else
-   :class:`~temcal.errors.CalibrationError` ("no gold lattice rings found"). These
+   :class:`~temcal.errors.CalibrationError` ("no gold lattice rings found"). A result
+   more than 10 % from a guess is refused (mislabelled reflections). These
    thresholds were tuned on simulated gold and amorphous carbon images (none of 140
    carbon-only images passed). The best candidate is then refined within ±0.6 % on the
    mean-power profile of its rings inside Nyquist. Factor two: ``d_222 = d_111 / 2`` and
@@ -169,6 +170,11 @@ _MIN_ONE_CRYSTAL = 1.5
 # is refused: magnification anisotropy of TEM cameras is a few % at most, and an ellipse
 # through spots of different reflections taken for the same one needs more
 _MAX_FEW_CRYSTAL_ANISOTROPY = 5.0
+# with a guess: a result farther from it (relative) is refused (the rings are probably
+# mislabelled: 111 and 200 lie 15 % apart), and a result this close to it lets the guess
+# assign the reflections of a lone crystal's spots (the single-crystal refusal is waived)
+_GUESS_MAX_DEVIATION = 0.10
+_GUESS_ASSIGNS = 0.05
 _HKL = {r: "".join(map(str, r)) for r in GOLD_REFLECTIONS}
 
 
@@ -864,7 +870,10 @@ def measure_gold_rings(
     temperature_K : float, optional
         Specimen temperature (K) for the lattice constant; default 293 K.
     guess_pixel_size_A : float, optional
-        Rough pixel size (Å/px); the search then stays within a factor 1.25 of it.
+        Rough pixel size (Å/px); the search then stays within a factor 1.25 of it. A
+        result more than 10 % from the guess is refused (its reflections are probably
+        mislabelled); one within 5 % of it lets the guess assign the reflections of a
+        lone crystal's spots, which are otherwise refused.
     rings : str or sequence of str, optional
         Reflections to use, e.g. ``"111,200,220"``; default all that are measurable.
     voltage_kV : float, optional
@@ -1099,7 +1108,20 @@ def _measure(
     )
     out = _finish(model2, res, hk2, radii2, pb, b, n, found, meta, name, a_A)
     chosen = sorted(map(tuple, hkls)) != sorted(GOLD_REFLECTIONS)
-    if out.ring_directions is not None and out.ring_directions < _MIN_ONE_CRYSTAL and not chosen:
+    assigned = chosen
+    if guess is not None:
+        dev = out.pixel_size_A / guess - 1.0
+        if abs(dev) > _GUESS_MAX_DEVIATION:
+            raise CalibrationError(
+                f"the gold rings fit {out.pixel_size_A:.4g} Å/px, {100 * dev:+.0f} % from the "
+                f"guess {guess:.4g} Å/px: so far from it the reflections may be mislabelled "
+                "(111 and 200 lie 15 % apart); correct the guess or leave it out"
+            )
+        # a guess this close assigns the reflections of a lone crystal's spots: every
+        # other assignment (111 for 200, 220 for 311, ...) lies 15 % or more away. (Spots
+        # of a few crystals that need a large anisotropy are still refused below.)
+        assigned = chosen or abs(dev) < _GUESS_ASSIGNS
+    if out.ring_directions is not None and out.ring_directions < _MIN_ONE_CRYSTAL and not assigned:
         raise CalibrationError(
             "the gold rings are the spots of a single crystal (signal in "
             f"~{out.ring_directions:.1f} direction): which reflections they are cannot be "
@@ -1840,7 +1862,8 @@ def estimate_pixel_size(
         Specimen temperature in K for the lattice constant (default 293 K, room
         temperature; cryo users pass 80). Giving both options is an error.
     guess_pixel_size_A : float, optional
-        Rough pixel size in Å/px (the search stays within a factor 1.25).
+        Rough pixel size in Å/px (the search stays within a factor 1.25; see
+        :func:`measure_gold_rings` for how a guess is used).
     rings : str or sequence of str, optional
         Reflections to use, e.g. ``"111,200,220"``.
     progress : callable, optional
