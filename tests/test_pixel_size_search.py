@@ -200,3 +200,17 @@ def test_all_aliased_gold_says_so() -> None:
     )
     with pytest.raises(CalibrationError, match="every gold ring lies beyond Nyquist"):
         measure_gold_rings(sim.image.astype(np.float32), lattice_constant_A=A_293K)
+
+
+def test_weak_ring_hint_does_not_suggest_the_guess_already_given() -> None:
+    # one weak bump at the 111 ring of 1.2 Å/px: below the guess path's score threshold;
+    # the error suggests --guess only when none was given
+    xg = np.arange(math.log(0.02), math.log(1.8), gs._SEARCH_DX)
+    z = np.random.default_rng(0).normal(0.0, 0.3, xg.size)
+    d111 = A_293K / math.sqrt(3.0)
+    z += 4.0 * np.exp(-0.5 * ((xg - math.log(1.2 / d111)) / 0.004) ** 2)
+    with pytest.raises(CalibrationError, match=r"\(--rings may help") as info:
+        gs._search_in_profile(xg, z, D_LIST, guess_pixel_size_A=1.2)
+    assert "--guess" not in str(info.value)
+    with pytest.raises(CalibrationError, match=r"--guess or --rings may help"):
+        gs._search_in_profile(xg, z, D_LIST, guess_pixel_size_A=None)

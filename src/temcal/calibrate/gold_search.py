@@ -507,7 +507,11 @@ def _search_in_profile(
         raise CalibrationError(
             "no gold lattice rings found in the power spectrum (best candidate pixel size "
             f"{p:.4g} Å/px {problem}); is there gold in the image? "
-            "(--guess or --rings may help with weak rings)"
+            + (
+                "(--guess or --rings may help with weak rings)"
+                if guess_pixel_size_A is None
+                else "(--rings may help with weak rings)"
+            )
             + (
                 ". " + hint
                 if (hint := _all_aliased_hint(p, d_arr, "If the pixel size is near"))
