@@ -2,13 +2,12 @@
 and whether the 95 % intervals (pixel size and anisotropy) cover the truth.
 
 Run: ``OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/pixel_size_robustness.py``
-(about 10 min on 2 cores with the images cached in ``--cache``; simulating them takes
-about 10 min more). Writes the
-``pixel_size_robustness`` section of docs/benchmarks.md.
+(about 12 min on 2 cores with the images cached in ``--cache``; simulating them takes
+about 10 min more). Writes the ``pixel_size_robustness`` section of docs/benchmarks.md.
 
 Each image is measured twice: with no guess, and with a guess within ±3 % of the truth
-(seeded). Each image draws (seeded, reproducible): size 1024² or 2048², pixel size 0.35-1.3 Å/px
-(log-uniform), anisotropy 0, 1 or 2 % at a random angle, grain size 8-30 nm
+(seeded). Each image draws (seeded, reproducible): size 1024² or 2048², pixel size
+0.35-1.3 Å/px (log-uniform), anisotropy 0, 1 or 2 % at a random angle, grain size 8-30 nm
 (log-uniform), defocus 0-2 µm, dose 20-80 e/Å²; 70 % foils (coverage 0.2-1, grains 4 or
 10 nm thick), 30 % isolated spherical particles (10-60). Many of these images hold only
 a few crystals per ring (spots), the regime the fixed cases of ``pixel_size.py`` miss.
