@@ -416,8 +416,20 @@ def _search_pixel_size(
     *,
     guess_pixel_size_A: float | None,
 ) -> _SearchResult:
+    """Best gold pixel size of an image (see :func:`_search_in_profile`).
+
+    With a guess the search without it runs first, and its result stands when it is
+    accepted (a clear pattern is not overruled: the caller refuses a result far from the
+    guess); the guess relaxes the search only when that fails. So a guess never loses an
+    image the search alone would measure.
+    """
     xg, z, za = _search_profile(img)
-    found = _search_in_profile(xg, z, d_list, guess_pixel_size_A=guess_pixel_size_A)
+    try:
+        found = _search_in_profile(xg, z, d_list, guess_pixel_size_A=None)
+    except CalibrationError:
+        if guess_pixel_size_A is None:
+            raise
+        found = _search_in_profile(xg, z, d_list, guess_pixel_size_A=guess_pixel_size_A)
     p = _refine_pixel_size(xg, za, d_list, found.pixel_size_A)
     return _SearchResult(pixel_size_A=p, significance=found.significance, n_rings=found.n_rings)
 

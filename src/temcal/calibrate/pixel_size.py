@@ -21,9 +21,10 @@ Method
    comb like Thon rings fills them) is subtracted. A candidate needs its 111 or 200 ring to
    stand out. The best one is accepted only if it scores >= 4.5, two of its rings stand out
    (one ring alone cannot tell 111 from 200 or 220), and no unrelated candidate comes close
-   (ratio > 0.7 and margin < 6; with a guess: score >= 3 and one ring); else
-   :class:`~temcal.errors.CalibrationError` ("no gold lattice rings found"). A result
-   more than 10 % from a guess is refused (mislabelled reflections). These
+   (ratio > 0.7 and margin < 6); else :class:`~temcal.errors.CalibrationError` ("no gold
+   lattice rings found"). A guess relaxes these only when they fail (within ×1.25 of
+   it: score >= 3 and one ring); a result more than 10 % from a guess is refused
+   (mislabelled reflections). These
    thresholds were tuned on simulated gold and amorphous carbon images (none of 140
    carbon-only images passed). The best candidate is then refined within ±0.6 % on the
    mean-power profile of its rings inside Nyquist. Factor two: ``d_222 = d_111 / 2`` and
@@ -870,10 +871,11 @@ def measure_gold_rings(
     temperature_K : float, optional
         Specimen temperature (K) for the lattice constant; default 293 K.
     guess_pixel_size_A : float, optional
-        Rough pixel size (Å/px); the search then stays within a factor 1.25 of it. A
-        result more than 10 % from the guess is refused (its reflections are probably
-        mislabelled); one within 5 % of it lets the guess assign the reflections of a
-        lone crystal's spots, which are otherwise refused.
+        Rough pixel size (Å/px). The search without it runs first; only when that finds
+        no clear gold pattern does the guess relax it (within a factor 1.25 of the guess,
+        one ring suffices). A result more than 10 % from the guess is refused (its
+        reflections are probably mislabelled); one within 5 % of it lets the guess assign
+        the reflections of a lone crystal's spots, which are otherwise refused.
     rings : str or sequence of str, optional
         Reflections to use, e.g. ``"111,200,220"``; default all that are measurable.
     voltage_kV : float, optional

@@ -44,9 +44,10 @@ def pixel_size(
         typer.Option(
             "--guess",
             help=(
-                "Rough pixel size in Å/px: the search stays within ×1.25, a result more "
-                "than 10 % from it is refused, and within 5 % it assigns the reflections "
-                "of a single crystal's spots."
+                "Rough pixel size in Å/px: used when the search alone finds no clear "
+                "gold pattern (it then stays within ×1.25); a result more than 10 % from "
+                "it is refused, and within 5 % it assigns the reflections of a single "
+                "crystal's spots."
             ),
         ),
     ] = None,
