@@ -257,3 +257,31 @@ def test_ctf_note_recommends_defocus(tmp_path: Path) -> None:
     # grains ~6 nm: Delta = 2 lambda dz / d111 must exceed ~1.5 x the grain size
     assert 5000.0 < dz < 30000.0
     assert f"{dz / 1e4:.1f} µm underfocus or more" in " ".join(res.output.split())
+
+
+def test_sparse_particles_note_and_json(tmp_path: Path) -> None:
+    # ten particles in 1024²: measured on the crystal tiles alone, and the CLI says so
+    from temcal.simulate.gold import simulate_gold_image
+
+    sim = simulate_gold_image(
+        (1024, 1024),
+        pixel_size_A=0.6,
+        kind="particles",
+        grain_size_nm=10.0,
+        n_particles=10,
+        defocus_A=10000.0,
+        dose_e_per_A2=30.0,
+        lattice_constant_A=4.0782,
+        rng=np.random.default_rng(1),
+    )
+    img = write_mrc(tmp_path / "sparse.mrc", sim.image)
+    out = tmp_path / "r.json"
+    res = runner.invoke(
+        app, ["pixel-size", str(img), "--lattice-constant", "4.0782", "--json", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    assert "tiles that hold crystal spots" in res.stderr
+    data = json.loads(out.read_text())
+    frac = data["images"][0]["crystal_tile_fraction"]
+    assert 0.0 < frac < 0.4
+    assert abs(data["pixel_size_A"] / 0.6 - 1.0) < 0.01

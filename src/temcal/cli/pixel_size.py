@@ -163,6 +163,14 @@ def _print_result(result: PixelSizeResult) -> None:
             "directions of 18): the anisotropy is poorly determined and the intervals "
             "are widened; a larger field or more images give more crystals"
         )
+    sparse = [im.crystal_tile_fraction for im in result.images]
+    if any(f is not None for f in sparse):
+        n_sparse = sum(f is not None for f in sparse)
+        err_console.print(
+            f"note: {n_sparse} image(s) measured on the tiles that hold crystal spots alone "
+            f"({100 * min(f for f in sparse if f is not None):.0f} % or more of the image): "
+            "the whole image showed no clear gold pattern"
+        )
     r = Table(title="Rings")
     for c in ("hkl", "d (Å)", "radius (cycles/px)", "width (1/Å)", "SNR", "aliased"):
         r.add_column(c, justify="right")
