@@ -338,3 +338,57 @@ def test_a_guess_more_than_10_percent_off_is_refused(rng: np.random.Generator) -
         measure_gold_rings(img, guess_pixel_size_A=1.05)
     r = measure_gold_rings(img, guess_pixel_size_A=0.95)  # 5.6 % off: measured
     assert abs(r.pixel_size_A / 0.9 - 1.0) < 2e-3
+
+
+def test_thon_sign_ambiguity(monkeypatch: pytest.MonkeyPatch) -> None:
+    # out to ~4-5 Å the Thon rings of +dz and -dz differ only through Cs: an overfocus
+    # fit is checked against an underfocus-only fit, and both found means "ambiguous"
+    from types import SimpleNamespace
+
+    import temcal.calibrate.ctf_fit as ctf_fit
+    from temcal.calibrate.pixel_size import _thon_defocus
+
+    calls: list[bool] = []
+
+    def fake(spec: object, *, allow_focus_crossing: bool, **kw: object) -> SimpleNamespace:
+        calls.append(allow_focus_crossing)
+        dz = over if allow_focus_crossing else under
+        if dz is None:
+            raise ctf_fit.CalibrationError("no Thon rings")
+        return SimpleNamespace(defocus_u_A=dz + 100.0, defocus_v_A=dz - 100.0)
+
+    monkeypatch.setattr(ctf_fit, "fit_ctf", fake)
+    spec = np.ones((64, 64))
+    over, under = -4500.0, 4900.0
+    assert _thon_defocus(spec, 0.4, (300.0, 2.7), 4.0782) == (4900.0, True)
+    assert calls == [True, False]
+    over, under = -4500.0, None
+    assert _thon_defocus(spec, 0.4, (300.0, 2.7), 4.0782) == (-4500.0, True)
+    calls.clear()
+    over = 12000.0
+    assert _thon_defocus(spec, 0.4, (300.0, 2.7), 4.0782) == (12000.0, False)
+    assert calls == [True]  # an underfocus result is not second-guessed
+
+
+def test_ambiguous_sign_takes_the_larger_ctf_shift(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the CTF uncertainty of a defocus of unknown sign is the larger of the two signs'
+    import temcal.calibrate.pixel_size as ps
+
+    ring = ps.RingFit("111", 2.3546, 0.17, 0.0045, 1.0, 30.0, False)
+    out = ps.ImagePixelSize(
+        None, ((0.4, 0.0), (0.0, 0.4)), 0.4, 0.0004, 0.4, 0.4, 0.0, 0.0,
+        (ring,), 9.0, None, 512, 1, 1000,
+    )  # fmt: skip
+    spec = np.ones((64, 64))
+    got = {}
+    for dz, amb in ((4900.0, False), (-4900.0, False), (4900.0, True)):
+        monkeypatch.setattr(ps, "_thon_defocus", lambda *a, v=(dz, amb): v)
+        got[dz, amb] = ps._with_ctf_bias(out, spec, 0.4, None, (300.0, 2.7))
+    under, over, both = got[4900.0, False], got[-4900.0, False], got[4900.0, True]
+    # 10 nm grains' 111 ring at 0.40 Å/px, 0.49 µm: the overfocus twin's |chi'| is 2.3x
+    # larger and its shift differs
+    assert under.ctf_bias_se_A != pytest.approx(over.ctf_bias_se_A, rel=0.1)
+    assert both.ctf_bias_se_A == pytest.approx(max(under.ctf_bias_se_A, over.ctf_bias_se_A))
+    assert both.thon_sign_ambiguous and not under.thon_sign_ambiguous
+    assert both.thon_defocus_A == 4900.0
+    assert both.to_dict()["thon_sign_ambiguous"] is True

@@ -289,6 +289,10 @@ class ImagePixelSize:
         (:func:`temcal.calibrate.ring_bias.calculate_min_unshifted_defocus_A`, for the
         ring of highest SNR): a recording recommendation for images whose
         ``ctf_bias_se_A`` matters.
+    thon_sign_ambiguous : bool
+        True when the Thon rings fit about as well in overfocus as in underfocus (they
+        differ only through the Cs term): ``thon_defocus_A`` is then the underfocus
+        value, and ``ctf_bias_se_A`` the larger of the two signs' shifts.
     crystal_tile_fraction : float or None
         Set when the image was measured on its crystal tiles alone (sparse crystals,
         see :func:`temcal.spectra.crystal_tiles.find_crystal_tiles`): the fraction of
@@ -318,6 +322,7 @@ class ImagePixelSize:
     ring_directions: float | None = None
     min_unshifted_defocus_A: float | None = None
     crystal_tile_fraction: float | None = None
+    thon_sign_ambiguous: bool = False
     diagnostics: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -345,6 +350,7 @@ class ImagePixelSize:
             "ring_directions": self.ring_directions,
             "min_unshifted_defocus_A": self.min_unshifted_defocus_A,
             "crystal_tile_fraction": self.crystal_tile_fraction,
+            "thon_sign_ambiguous": self.thon_sign_ambiguous,
         }
 
 
@@ -1280,7 +1286,7 @@ def _thon_defocus(
     pb: float,
     ctf_optics: tuple[float, float],
     lattice_constant_A: float,
-) -> float | None:
+) -> tuple[float | None, bool]:
     """Mean defocus (Å, underfocus positive) from the support's Thon rings, or None.
 
     The Thon rings are fitted in the rings' spectrum ``spec`` (pixel size ``pb``). At
@@ -1289,27 +1295,44 @@ def _thon_defocus(
     case. A second fit in a spectrum of finer frequency steps found those, but added
     0.3-1 s CPU to a 4096² image without Thon rings (bare gold, focus), and its faster
     variants found spurious defoci in focus, so it is not done (docs/pixel_size.md).
+
+    Returns ``(defocus_A, sign_ambiguous)``. Out to ~4-5 Å the Thon rings of ``+dz``
+    and ``-dz`` differ only through the Cs term: a fit that may cross focus took 8 of
+    56 underfocused random images (0.3-1.7 µm) for overfocus. So an overfocus result is
+    checked by a fit restricted to underfocus; when that also finds Thon rings the sign
+    is ambiguous and the underfocus value is returned (gold is recorded in underfocus),
+    and the caller takes the larger CTF shift of the two signs.
     """
     from temcal.calibrate.ctf_fit import fit_ctf, gold_exclusions_A
     from temcal.errors import TemcalError
     from temcal.spectra.power import PowerSpectrum
 
     voltage_kV, cs_mm = ctf_optics
-    try:
-        fit = fit_ctf(
-            PowerSpectrum(data=spec, tile_size=spec.shape[0], n_tiles=1),
-            pixel_size_A=pb,
-            voltage_kV=voltage_kV,
-            cs_mm=cs_mm,
-            defocus_search_A=(300.0, 60000.0),
-            allow_focus_crossing=True,
-            exclude_resolutions_A=gold_exclusions_A(lattice_constant_A),
-            # only the mean defocus is needed: a narrow astigmatism search is enough
-            max_astigmatism_A=5000.0,
-        )
-    except (TemcalError, ValueError, np.linalg.LinAlgError):
-        return None
-    return 0.5 * (fit.defocus_u_A + fit.defocus_v_A)
+
+    def mean_defocus(allow_focus_crossing: bool) -> float | None:
+        try:
+            fit = fit_ctf(
+                PowerSpectrum(data=spec, tile_size=spec.shape[0], n_tiles=1),
+                pixel_size_A=pb,
+                voltage_kV=voltage_kV,
+                cs_mm=cs_mm,
+                defocus_search_A=(300.0, 60000.0),
+                allow_focus_crossing=allow_focus_crossing,
+                exclude_resolutions_A=gold_exclusions_A(lattice_constant_A),
+                # only the mean defocus is needed: a narrow astigmatism search is enough
+                max_astigmatism_A=5000.0,
+            )
+        except (TemcalError, ValueError, np.linalg.LinAlgError):
+            return None
+        return 0.5 * (fit.defocus_u_A + fit.defocus_v_A)
+
+    dz = mean_defocus(True)
+    if dz is None or dz >= 0.0:
+        return dz, False
+    under = mean_defocus(False)
+    if under is None:
+        return dz, True
+    return under, True
 
 
 def _with_ctf_bias(
@@ -1330,23 +1353,28 @@ def _with_ctf_bias(
     )
 
     voltage_kV, cs_mm = ctf_optics
-    defocus = _thon_defocus(
+    defocus, ambiguous = _thon_defocus(
         spec, pb, ctf_optics, float(out.diagnostics.get("lattice_constant_A", 4.0782))
     )
     eta = float(out.diagnostics.get("eta", 0.0))
+    # an unknown sign of the defocus: the larger shift of the two
+    signs = (1.0, -1.0) if ambiguous else (1.0,)
     rel, info = [], []
     for r in out.rings:
         radius = 1.0 / r.d_A
         if defocus is None:
             b = calculate_worst_ring_ctf_bias(r.width_per_A)
         else:
-            b = calculate_ring_ctf_bias(
-                radius,
-                r.width_per_A,
-                eta=eta,
-                defocus_A=defocus,
-                voltage_kV=voltage_kV,
-                cs_mm=cs_mm,
+            b = max(
+                calculate_ring_ctf_bias(
+                    radius,
+                    r.width_per_A,
+                    eta=eta,
+                    defocus_A=sg * defocus,
+                    voltage_kV=voltage_kV,
+                    cs_mm=cs_mm,
+                )
+                for sg in signs
             )
         rel.append(b / radius)
         info.append(max(r.snr, 0.0) ** 2 if math.isfinite(r.snr) else 0.0)
@@ -1363,7 +1391,11 @@ def _with_ctf_bias(
             1.0 / top.d_A, top.width_per_A, voltage_kV=voltage_kV, cs_mm=cs_mm
         )
     return dataclasses.replace(
-        out, thon_defocus_A=defocus, ctf_bias_se_A=float(se), min_unshifted_defocus_A=min_dz
+        out,
+        thon_defocus_A=defocus,
+        thon_sign_ambiguous=ambiguous,
+        ctf_bias_se_A=float(se),
+        min_unshifted_defocus_A=min_dz,
     )
 
 
