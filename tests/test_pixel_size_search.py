@@ -214,3 +214,30 @@ def test_weak_ring_hint_does_not_suggest_the_guess_already_given() -> None:
     assert "--guess" not in str(info.value)
     with pytest.raises(CalibrationError, match=r"--guess or --rings may help"):
         gs._search_in_profile(xg, z, D_LIST, guess_pixel_size_A=None)
+
+
+def _profile(patterns: list[tuple[float, list[float]]]) -> tuple[np.ndarray, np.ndarray]:
+    """A flattened search profile with peaks (z heights) at ln(p / d) of gold rings."""
+    xg = np.arange(math.log(0.01), math.log(1.8), gs._SEARCH_DX)
+    z = np.zeros_like(xg)
+    for p, heights in patterns:
+        for d, h in zip(D_LIST, heights, strict=False):
+            z += h * np.exp(-0.5 * ((xg - math.log(p / d)) / 0.004) ** 2)
+    return xg, z
+
+
+def test_all_aliased_candidate_does_not_make_a_measurable_one_ambiguous() -> None:
+    # a measurable pattern at 1.2 Å/px and one scoring almost as well at 2.23 Å/px,
+    # where every gold ring lies beyond the spectrum's corner (unmeasurable): the sparse
+    # particles of case H scored 7.0 against 5.2 like this and were refused
+    xg, z = _profile([(1.2, [8.0, 8.0, 4.0, 4.0]), (2.23, [10.0, 10.0])])
+    found = gs._search_in_profile(xg, z, D_LIST, guess_pixel_size_A=None)
+    assert found.pixel_size_A == pytest.approx(1.2, rel=0.002)
+    # the same competitor at a measurable pixel size (1.45 Å/px) makes it ambiguous
+    xg, z = _profile([(1.2, [8.0, 8.0, 4.0, 4.0]), (1.45, [10.0, 10.0])])
+    with pytest.raises(CalibrationError, match="ambiguous"):
+        gs._search_in_profile(xg, z, D_LIST, guess_pixel_size_A=None)
+    # and an all-aliased best candidate is still ambiguous with a measurable one
+    xg, z = _profile([(1.2, [10.0, 10.0, 4.0, 4.0]), (2.23, [14.0, 14.0])])
+    with pytest.raises(CalibrationError, match=r"2\.23 Å/px scores .* ambiguous"):
+        gs._search_in_profile(xg, z, D_LIST, guess_pixel_size_A=None)

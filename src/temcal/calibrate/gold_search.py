@@ -495,6 +495,13 @@ def _search_in_profile(
         own = (sc.ring_peak[:, half] >= _MIN_RING_PEAK) & sc.ring_valid[:, half] & ~on_ours
         if not own.any():
             far &= np.abs(dist - math.log(2.0)) > 0.03
+    # where every gold ring lies beyond the spectrum's corner, only overlapping aliases
+    # reach the image (such pixel sizes are refused as unmeasurable, see
+    # _all_aliased_hint): a candidate there can score on the unfolded aliases of a
+    # measurable pattern's spots, but cannot make that pattern ambiguous
+    corner_A = math.sqrt(0.5) * float(d_arr.max())
+    if math.exp(float(lp[best])) < corner_A:
+        far &= np.exp(lp) < corner_A
     if guess_pixel_size_A is not None:
         # the guess is information too: when the best candidate lies within 10 % of it,
         # only candidates that close compete (111 and 200 on the same ring are 15 % apart)
