@@ -275,12 +275,12 @@ def test_sparse_particles_note_and_json(tmp_path: Path) -> None:
         rng=np.random.default_rng(1),
     )
     img = write_mrc(tmp_path / "sparse.mrc", sim.image)
-    out = tmp_path / "r.json"
-    res = runner.invoke(
-        app, ["pixel-size", str(img), "--lattice-constant", "4.0782", "--json", str(out)]
-    )
+    out, plot = tmp_path / "r.json", tmp_path / "r.png"
+    args = ["pixel-size", str(img), "--lattice-constant", "4.0782", "--json", str(out)]
+    res = runner.invoke(app, [*args, "--plot", str(plot)])
     assert res.exit_code == 0, res.output
     assert "tiles that hold crystal spots" in res.stderr
+    assert plot.stat().st_size > 10_000
     data = json.loads(out.read_text())
     frac = data["images"][0]["crystal_tile_fraction"]
     assert 0.0 < frac < 0.4

@@ -165,11 +165,11 @@ def _print_result(result: PixelSizeResult) -> None:
         )
     sparse = [im.crystal_tile_fraction for im in result.images]
     if any(f is not None for f in sparse):
-        n_sparse = sum(f is not None for f in sparse)
+        used = [f for f in sparse if f is not None]
+        share = f"{100 * min(used):.0f} %" + (" or more" if len(used) > 1 else "")
         err_console.print(
-            f"note: {n_sparse} image(s) measured on the tiles that hold crystal spots alone "
-            f"({100 * min(f for f in sparse if f is not None):.0f} % or more of the image): "
-            "the whole image showed no clear gold pattern"
+            f"note: {len(used)} image(s) measured on the tiles that hold crystal spots alone "
+            f"({share} of the image): the whole image showed no clear gold pattern"
         )
     r = Table(title="Rings")
     for c in ("hkl", "d (Å)", "radius (cycles/px)", "width (1/Å)", "SNR", "aliased"):

@@ -75,7 +75,12 @@ def plot_pixel_size(
     ax0.set_ylim(0.5, -0.5)
     ax0.set_xlabel("kx (cycles/pixel)")
     ax0.set_ylabel("ky (cycles/pixel)")
-    ax0.set_title(f"power spectrum (binning {dg['binning']}, tile {dg['tile_size']})")
+    tiles = (
+        ""
+        if im.crystal_tile_fraction is None
+        else f", crystal tiles {100 * im.crystal_tile_fraction:.0f} %"
+    )
+    ax0.set_title(f"power spectrum (binning {dg['binning']}, tile {dg['tile_size']}{tiles})")
     ax0.legend(loc="upper right", fontsize=8)
     s = np.asarray(dg["s_per_A"])
     bw = float(np.median(np.diff(np.unique(np.round(s, 6))))) * 4 if s.size > 10 else 0.001
