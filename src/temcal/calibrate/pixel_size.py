@@ -93,7 +93,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -1000,9 +1000,7 @@ def _measure(
         low_order = {r.hkl for r in out.rings} & {"111", "200", "220"}
         if guess is None and not chosen and len(low_order) < 2:
             raise err from None
-    import dataclasses
-
-    return dataclasses.replace(out, crystal_tile_fraction=masked[1])
+    return replace(out, crystal_tile_fraction=masked[1])
 
 
 def _crystal_masked(img: np.ndarray) -> tuple[np.ndarray, float] | None:
@@ -1343,8 +1341,6 @@ def _with_ctf_bias(
     ctf_optics: tuple[float, float],
 ) -> ImagePixelSize:
     """Attach the CTF-modulation uncertainty (defocus from :func:`_thon_defocus`)."""
-    import dataclasses
-
     from temcal.calibrate.ring_bias import (
         calculate_min_unshifted_defocus_A,
         calculate_ring_ctf_bias,
@@ -1390,7 +1386,7 @@ def _with_ctf_bias(
         min_dz = calculate_min_unshifted_defocus_A(
             1.0 / top.d_A, top.width_per_A, voltage_kV=voltage_kV, cs_mm=cs_mm
         )
-    return dataclasses.replace(
+    return replace(
         out,
         thon_defocus_A=defocus,
         thon_sign_ambiguous=ambiguous,
@@ -2033,10 +2029,8 @@ def estimate_pixel_size(
             f"no pixel size measured: all {len(items)} image(s) were refused (first: "
             f"{refused[0][0]}: {refused[0][1]})"
         )
-    import dataclasses
-
     out = combine_image_results(per, lattice_constant_A=a_A, temperature_K=t_K)
-    return dataclasses.replace(out, refused=tuple(refused))
+    return replace(out, refused=tuple(refused))
 
 
 def combine_image_results(
