@@ -392,3 +392,25 @@ def test_ambiguous_sign_takes_the_larger_ctf_shift(monkeypatch: pytest.MonkeyPat
     assert both.thon_sign_ambiguous and not under.thon_sign_ambiguous
     assert both.thon_defocus_A == 4900.0
     assert both.to_dict()["thon_sign_ambiguous"] is True
+
+
+def test_ring_amplitude_se_of_a_nearly_empty_column_is_not_zero() -> None:
+    # a ring column 1e9 times smaller than the background's (a degenerate fit: the ring
+    # profile between the samples): a pseudo-inverse of the unscaled normal matrix gave
+    # it zero variance and an SNR of ~1e13 that let a ring pass as significant
+    from types import SimpleNamespace
+
+    from temcal.calibrate.pixel_size import _ring_amplitudes
+
+    m = 400
+    ring = 1e-9 * np.exp(-0.5 * ((np.arange(m) - 200) / 30.0) ** 2)
+    full = np.column_stack([ring, np.ones(m), np.linspace(-1, 1, m)])
+    model = SimpleNamespace(nr=1, n_seg=1, last_full=full, d=SimpleNamespace(n_sectors=1))
+    coef = np.array([[2e9, 1.0, 0.0]])
+    s2 = 0.01
+    amp, se = _ring_amplitudes(model, coef, s2)
+    # the exact standard error, from the normal matrix of the columns scaled to unit norm
+    norm = np.linalg.norm(full, axis=0)
+    cov = np.linalg.inv((full / norm).T @ (full / norm)) / np.outer(norm, norm) * s2
+    assert se[0] == pytest.approx(math.sqrt(cov[0, 0]), rel=1e-6)
+    assert amp[0] / se[0] < 1e3

@@ -1403,10 +1403,20 @@ def _ring_amplitudes(
     K = model.d.n_sectors
     n_loc = nr + model.n_seg
     full = model.last_full
+    # covariance of the linear coefficients, on columns scaled to unit norm as in
+    # _RingModel.solve; directions the data do not determine (a sector's ring column
+    # nearly equal to its background, or empty) get a large variance, not the zero a
+    # pseudo-inverse would give them (which made SNRs of 1e13)
+    norm = np.sqrt(np.einsum("ij,ij->j", full, full))
+    live = norm > 1e-12 * max(float(norm.max()), 1e-300)
+    var = np.full(full.shape[1], np.inf)
     try:
-        var = np.diag(np.linalg.pinv(full.T @ full)) * s2
+        xn = full[:, live] / norm[live]
+        lam, vec = np.linalg.eigh(xn.T @ xn)
+        lam = np.maximum(lam, 1e-10 * max(float(lam.max()), 1e-300))
+        var[live] = np.einsum("ij,j,ij->i", vec, 1.0 / lam, vec) / norm[live] ** 2 * s2
     except np.linalg.LinAlgError:
-        var = np.full(full.shape[1], np.nan)
+        var[:] = np.nan
     amp_mean = np.zeros(nr)
     amp_se = np.full(nr, np.inf)
     for j in range(nr):
