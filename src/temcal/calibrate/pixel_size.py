@@ -1395,6 +1395,29 @@ def _with_ctf_bias(
     )
 
 
+def _coefficient_variances(design: np.ndarray, s2: float) -> np.ndarray:
+    """Variances of least-squares coefficients, ``diag((X^T X)^-1) s2``.
+
+    Computed on the columns scaled to unit norm (as :meth:`_RingModel.solve` solves), so
+    that a column many orders of magnitude smaller than the others (a ring profile that
+    falls between the samples) gets the large variance it has, not the zero that a
+    pseudo-inverse of the unscaled normal matrix gives it (which made SNRs of 1e13).
+    Directions with a relative eigenvalue below 1e-10 are floored there; empty columns get
+    ``inf``.
+    """
+    norm = np.sqrt(np.einsum("ij,ij->j", design, design))
+    live = norm > 1e-12 * max(float(norm.max()), 1e-300)
+    var = np.full(design.shape[1], np.inf)
+    try:
+        xn = design[:, live] / norm[live]
+        lam, vec = np.linalg.eigh(xn.T @ xn)
+        lam = np.maximum(lam, 1e-10 * max(float(lam.max()), 1e-300))
+        var[live] = np.einsum("ij,j,ij->i", vec, 1.0 / lam, vec) / norm[live] ** 2 * s2
+    except np.linalg.LinAlgError:
+        var[:] = np.nan
+    return var
+
+
 def _ring_amplitudes(
     model: _RingModel, coef: np.ndarray, s2: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -1402,21 +1425,7 @@ def _ring_amplitudes(
     nr = model.nr
     K = model.d.n_sectors
     n_loc = nr + model.n_seg
-    full = model.last_full
-    # covariance of the linear coefficients, on columns scaled to unit norm as in
-    # _RingModel.solve; directions the data do not determine (a sector's ring column
-    # nearly equal to its background, or empty) get a large variance, not the zero a
-    # pseudo-inverse would give them (which made SNRs of 1e13)
-    norm = np.sqrt(np.einsum("ij,ij->j", full, full))
-    live = norm > 1e-12 * max(float(norm.max()), 1e-300)
-    var = np.full(full.shape[1], np.inf)
-    try:
-        xn = full[:, live] / norm[live]
-        lam, vec = np.linalg.eigh(xn.T @ xn)
-        lam = np.maximum(lam, 1e-10 * max(float(lam.max()), 1e-300))
-        var[live] = np.einsum("ij,j,ij->i", vec, 1.0 / lam, vec) / norm[live] ** 2 * s2
-    except np.linalg.LinAlgError:
-        var[:] = np.nan
+    var = _coefficient_variances(model.last_full, s2)
     amp_mean = np.zeros(nr)
     amp_se = np.full(nr, np.inf)
     for j in range(nr):
@@ -1498,9 +1507,8 @@ def _ring_amplitude_ok(model: _RingModel, th: np.ndarray) -> np.ndarray:
     full = model.last_full
     dof = max(1, resid.size - full.shape[1] - th.size)
     s2 = float(resid @ resid) / dof
-    try:
-        var = np.diag(np.linalg.pinv(full.T @ full)) * s2
-    except np.linalg.LinAlgError:
+    var = _coefficient_variances(full, s2)
+    if np.isnan(var).all():
         return np.ones(model.nr, dtype=bool)
     n_loc = model.nr + model.n_seg
     ok = np.zeros(model.nr, dtype=bool)
@@ -1651,8 +1659,8 @@ def _initial_rings(
         coef, *_ = np.linalg.lstsq(X, yw, rcond=None)
         res_v = yw - X @ coef
         s2 = float(res_v @ res_v) / max(1, x.size - 6)
-        cov = np.linalg.pinv(X.T @ X) * s2
-        snr = float(coef[0] / math.sqrt(max(cov[0, 0], 1e-300)))
+        var0 = float(_coefficient_variances(X, s2)[0])
+        snr = float(coef[0] / math.sqrt(max(var0, 1e-300))) if math.isfinite(var0) else 0.0
         out.append((float(rj + t[0]), float(t[1]), float(coef[0]), snr))
     return out
 
