@@ -172,6 +172,10 @@ def main() -> None:
             ]
         )
     med = float(np.median([abs(r["err_pct"]) for r in ok])) if ok else float("nan")
+    # the signed errors: a shared systematic (not scatter) shows as a median off zero
+    signed = np.array([r["err_pct"] for r in ok], dtype=float)
+    q1, q2, q3 = np.percentile(signed, [25, 50, 75]) if ok else (np.nan,) * 3
+    z_med = float(np.median([r["z"] for r in ok])) if ok else float("nan")
 
     def _tally(sel: list[dict]) -> str:
         m = [r for r in sel if "err_pct" in r]
@@ -204,7 +208,9 @@ def main() -> None:
             f"wrong by more than 3 %: {len(wrong)}",
             f"- of the {len(ok)} others: median |error| {med:.3f} %; the 95 % pixel-size "
             f"interval covers the truth on {cover_p}, the 95 % anisotropy interval "
-            f"(2.45 se) on {cover_a}",
+            f"(2.45 se) on {cover_a}; signed error median {q2:+.3f} % (quartiles "
+            f"{q1:+.3f} / {q3:+.3f} %), below the truth on {int((signed < 0).sum())} of "
+            f"{len(ok)}, median z {z_med:+.2f}",
             f"- images 0-{N_DESIGN - 1} (used to set the uncertainty model and the refusal "
             f"rules): {_tally(design)}",
             f"- images {N_DESIGN}-{N_HELD - 1} (held out, drawn after the model was set): "
