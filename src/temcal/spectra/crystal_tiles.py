@@ -137,7 +137,12 @@ def find_crystal_tiles(
     CrystalTiles
         The selected tiles and their peak ratios.
     """
-    img = np.asarray(image, dtype=np.float32)
+    img = np.asarray(image)
+    if img.ndim == 2 and img.dtype != np.float32:
+        # remove the mean in the input's precision first: a large offset over a small
+        # signal (float64 data) would otherwise lose the signal's digits in float32
+        img = img - float(np.mean(img, dtype=np.float64))
+    img = np.asarray(img, dtype=np.float32)
     if img.ndim != 2:
         raise InputError(f"crystal tiles need a 2-D image, got shape {img.shape}")
     n = int(tile_size)
