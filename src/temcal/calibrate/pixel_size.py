@@ -70,8 +70,10 @@ Method
    The CTF modulation of a broad ring cannot be separated from its position in one
    image (a Gaussian times ``exp(a s)`` is a shifted Gaussian) and its phase depends on
    the specimen: on the project's simulator the modulation of strongly scattering gold
-   is not ``sin^2 chi`` (a fitted ``sin^2 chi`` model did not remove the shift even with
-   the true defocus). It is therefore carried as an uncertainty, not corrected
+   is not ``sin^2 chi`` (a fitted ``sin^2 chi`` model did not remove the shift of random
+   specimens at 0.5-2 µm even with the true defocus; in focus it removed most of it,
+   but there the support's Thon rings do not give the defocus reliably, see
+   docs/pixel_size.md). It is therefore carried as an uncertainty, not corrected
    (:mod:`temcal.calibrate.ring_bias`; the defocus comes from the Thon rings of the
    support in the same spectrum). Rings the joint fit cannot see (SNR <= 3, or a
    degenerate amplitude) are dropped and the fit repeated.
