@@ -350,14 +350,18 @@ def test_thon_sign_ambiguity(monkeypatch: pytest.MonkeyPatch) -> None:
 
     calls: list[bool] = []
 
-    def fake(spec: object, *, allow_focus_crossing: bool, **kw: object) -> SimpleNamespace:
+    def fake(
+        prep: object, *, allow_focus_crossing: bool, **kw: object
+    ) -> tuple[SimpleNamespace, np.ndarray]:
         calls.append(allow_focus_crossing)
         dz = over if allow_focus_crossing else under
         if dz is None:
             raise ctf_fit.CalibrationError("no Thon rings")
-        return SimpleNamespace(defocus_u_A=dz + 100.0, defocus_v_A=dz - 100.0)
+        fit = SimpleNamespace(defocus_u_A=dz + 100.0, defocus_v_A=dz - 100.0)
+        return fit, np.array([dz, 100.0, 0.0, 0.0])
 
-    monkeypatch.setattr(ctf_fit, "fit_ctf", fake)
+    monkeypatch.setattr(ctf_fit, "fit_ctf_prepared", fake)
+    monkeypatch.setattr(ctf_fit, "prepare_ctf_spectrum", lambda *a, **k: None)
     spec = np.ones((64, 64))
     over, under = -4500.0, 4900.0
     assert _thon_defocus(spec, 0.4, (300.0, 2.7), 4.0782) == (4900.0, True)
@@ -379,11 +383,9 @@ def test_ambiguous_sign_takes_the_larger_ctf_shift(monkeypatch: pytest.MonkeyPat
         None, ((0.4, 0.0), (0.0, 0.4)), 0.4, 0.0004, 0.4, 0.4, 0.0, 0.0,
         (ring,), 9.0, None, 512, 1, 1000,
     )  # fmt: skip
-    spec = np.ones((64, 64))
     got = {}
     for dz, amb in ((4900.0, False), (-4900.0, False), (4900.0, True)):
-        monkeypatch.setattr(ps, "_thon_defocus", lambda *a, v=(dz, amb): v)
-        got[dz, amb] = ps._with_ctf_bias(out, spec, 0.4, None, (300.0, 2.7))
+        got[dz, amb] = ps._with_ctf_bias(out, (dz, amb), 0.4, (300.0, 2.7))
     under, over, both = got[4900.0, False], got[-4900.0, False], got[4900.0, True]
     # 10 nm grains' 111 ring at 0.40 Å/px, 0.49 µm: the overfocus twin's |chi'| is 2.3x
     # larger and its shift differs
@@ -414,3 +416,42 @@ def test_ring_amplitude_se_of_a_nearly_empty_column_is_not_zero() -> None:
     cov = np.linalg.inv((full / norm).T @ (full / norm)) / np.outer(norm, norm) * s2
     assert se[0] == pytest.approx(math.sqrt(cov[0, 0]), rel=1e-6)
     assert amp[0] / se[0] < 1e3
+
+
+@pytest.mark.parametrize(
+    ("defocus_A", "regular_fails"), [(0.0, False), (150.0, False), (0.0, True)]
+)
+def test_thon_defocus_found_in_focus(
+    defocus_A: float, regular_fails: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # in focus the support's Thon rings start only at ~3.2 Å (300 kV, 2.7 mm); the regular
+    # fit ranks its starts on the band to ~5 Å and found none or a wrong defocus on the
+    # in-focus benchmark images; the fit started in focus must find the defocus alone
+    # (regular fit made to fail) and must not spoil a regular in-focus result
+    import temcal.calibrate.ctf_fit as ctf_fit
+    from temcal.calibrate.pixel_size import _spectrum, _thon_defocus
+
+    if regular_fails:
+
+        def fail(*a: object, **k: object) -> None:
+            raise ctf_fit.CalibrationError("no Thon rings")
+
+        monkeypatch.setattr(ctf_fit, "fit_ctf_prepared", fail)
+    from temcal.physics.ctf import CTFParameters
+    from temcal.simulate.ctf_series import simulate_ctf_micrograph
+
+    par = CTFParameters(
+        defocus_u_A=defocus_A,
+        defocus_v_A=defocus_A,
+        astig_angle_deg=0.0,
+        cs_mm=2.7,
+        voltage_kV=300.0,
+    )
+    img = simulate_ctf_micrograph(
+        par, (1024, 1024), pixel_size_A=0.75, rng=np.random.default_rng(3), dose_e_per_A2=80.0
+    )
+    dz, ambiguous = _thon_defocus(
+        _spectrum(img.astype(np.float32), 512), 0.75, (300.0, 2.7), 4.0782
+    )
+    assert dz is not None and not ambiguous
+    assert abs(dz - defocus_A) < 60.0

@@ -71,12 +71,13 @@ Method
    image (a Gaussian times ``exp(a s)`` is a shifted Gaussian) and its phase depends on
    the specimen: on the project's simulator the modulation of strongly scattering gold
    is not ``sin^2 chi`` (a fitted ``sin^2 chi`` model did not remove the shift of random
-   specimens at 0.5-2 µm even with the true defocus; in focus it removed most of it,
-   but there the support's Thon rings do not give the defocus reliably, see
-   docs/pixel_size.md). It is therefore carried as an uncertainty, not corrected
-   (:mod:`temcal.calibrate.ring_bias`; the defocus comes from the Thon rings of the
-   support in the same spectrum). Rings the joint fit cannot see (SNR <= 3, or a
-   degenerate amplitude) are dropped and the fit repeated.
+   specimens at 0.5-2 µm even with the true defocus; in focus it removed most of it).
+   It is therefore carried as an uncertainty (:mod:`temcal.calibrate.ring_bias`; the
+   defocus comes from the Thon rings of the support in the same spectrum), and corrected
+   only in focus: when that defocus lies within ``_IN_FOCUS_A`` of focus, the rings get
+   the modulation with it fixed (``gamma``, ``c`` free; docs/pixel_size.md). Rings the
+   joint fit cannot see (SNR <= 3, or a degenerate amplitude) are dropped and the fit
+   repeated.
 4. **Uncertainty of one image:** the larger of the fit covariance (doubled: the spectrum is
    centrosymmetric, every sample appears at q and -q) and an HC3 sandwich estimate from
    the scatter of the ring radius between 18 sectors of half a turn (spotty rings), plus
@@ -176,6 +177,16 @@ _MAX_FEW_CRYSTAL_ANISOTROPY = 5.0
 # with a guess: a result farther from it (relative) is refused (the rings are probably
 # mislabelled: 111 and 200 lie 15 % apart), and a result this close to it lets the guess
 # assign the reflections of a lone crystal's spots (the single-crystal refusal is waived)
+# in focus (support's Thon defocus within this, Å) the rings get the CTF model
+# ``1 - gamma cos 2 chi`` with that defocus fixed: there ``sin^2 chi`` varies strongly across
+# a broad ring (measured on case G, in focus: +0.79/+0.62/+0.60 % -> see docs/pixel_size.md);
+# at 0.3-2 µm the same model was neutral on 134 random images, so it is not used there
+_IN_FOCUS_A = 500.0
+# a regular Thon fit below this defocus (Å), or none, is checked against a near-focus start
+_NEAR_FOCUS_CHECK_A = 3000.0
+# ... and kept only with this correlation score: spurious near-focus fits of images at
+# 0.06-0.1 µm scored 0.24-0.29, the in-focus 4096² benchmark images 0.82-0.88
+_NEAR_FOCUS_MIN_SCORE = 0.5
 _GUESS_MAX_DEVIATION = 0.10
 _GUESS_ASSIGNS = 0.05
 # sparse crystals (see _measure): tile side (px) of the spot search, the fewest tiles
@@ -1178,10 +1189,28 @@ def _measure_image(
         th_e[4 + nr2] = 0.0
         res = _fit(model_e, th_e, lo2, hi2, geom_span=0.01)
         model2 = model_e
+    spec_thon = spec if thon_image is None else _spectrum(_bin_image(thon_image, b), tile)
+    thon = _thon_defocus(spec_thon, pb, ctf_optics, a_A)
     if optics is not None:
         model_c = _RingModel(data2, radii2, pb, s_ref, with_ctf=True, optics=optics)
         res_c = _fit_ctf(model_c, res.x, nr2)
         if res_c is not None and res_c.cost < res.cost:
+            model2, res = model_c, res_c
+    elif thon[0] is not None and abs(thon[0]) < _IN_FOCUS_A:
+        # in focus: the CTF modulation with the support's defocus (slopes kept)
+        model_c = _RingModel(
+            data2,
+            radii2,
+            pb,
+            s_ref,
+            with_ctf=True,
+            optics=ctf_optics,
+            ring_slopes=model2.ring_slopes,
+        )
+        model_c.envelope_b_A2 = model2.envelope_b_A2
+        model_c.envelope_se_A2 = model2.envelope_se_A2
+        res_c = _fit_ctf(model_c, res.x, nr2, defocus_A=thon[0])
+        if res_c is not None and res_c.cost <= res.cost:
             model2, res = model_c, res_c
     _check_strong_rings_kept(
         hk2,
@@ -1224,8 +1253,7 @@ def _measure_image(
             "likely they belong to other reflections than assumed; image more crystals, or "
             "give --rings (and --guess) to assign them yourself"
         )
-    spec_thon = spec if thon_image is None else _spectrum(_bin_image(thon_image, b), tile)
-    out = _with_ctf_bias(out, spec_thon, pb, meta, ctf_optics)
+    out = _with_ctf_bias(out, thon, pb, ctf_optics)
     out.diagnostics["spectrum"] = spec.astype(np.float32)
     return out
 
@@ -1296,6 +1324,13 @@ def _thon_defocus(
     0.3-1 s CPU to a 4096² image without Thon rings (bare gold, focus), and its faster
     variants found spurious defoci in focus, so it is not done (docs/pixel_size.md).
 
+    In focus the Thon rings start only where the Cs term reaches them (3.2 Å at 300 kV
+    and 2.7 mm), beyond the ~5 Å band on which the regular fit ranks its starting
+    values; it found none, or a wrong defocus, on in-focus images. So when it finds none
+    or less than ``_NEAR_FOCUS_CHECK_A``, a fit started at zero defocus and refined on the
+    whole band is tried, and kept when its Thon rings correlate with the model (score at
+    least ``_NEAR_FOCUS_MIN_SCORE``) and it fits the regular fit's band better.
+
     Returns ``(defocus_A, sign_ambiguous)``. Out to ~4-5 Å the Thon rings of ``+dz``
     and ``-dz`` differ only through the Cs term: a fit that may cross focus took 8 of
     56 underfocused random images (0.3-1.7 µm) for overfocus. So an overfocus result is
@@ -1303,46 +1338,84 @@ def _thon_defocus(
     is ambiguous and the underfocus value is returned (gold is recorded in underfocus),
     and the caller takes the larger CTF shift of the two signs.
     """
-    from temcal.calibrate.ctf_fit import fit_ctf, gold_exclusions_A
+    from temcal.calibrate import _ctf_engine as eng
+    from temcal.calibrate.ctf_fit import (
+        finish_fit,
+        fit_ctf_prepared,
+        gold_exclusions_A,
+        prepare_ctf_spectrum,
+    )
     from temcal.errors import TemcalError
     from temcal.spectra.power import PowerSpectrum
 
     voltage_kV, cs_mm = ctf_optics
+    bad = (TemcalError, ValueError, np.linalg.LinAlgError)
+    try:
+        prep = prepare_ctf_spectrum(
+            PowerSpectrum(data=spec, tile_size=spec.shape[0], n_tiles=1),
+            pixel_size_A=pb,
+            voltage_kV=voltage_kV,
+            exclude_resolutions_A=gold_exclusions_A(lattice_constant_A),
+        )
+    except bad:
+        return None, False
 
-    def mean_defocus(allow_focus_crossing: bool) -> float | None:
+    def regular(allow_focus_crossing: bool) -> tuple[float, np.ndarray] | None:
         try:
-            fit = fit_ctf(
-                PowerSpectrum(data=spec, tile_size=spec.shape[0], n_tiles=1),
-                pixel_size_A=pb,
-                voltage_kV=voltage_kV,
+            fit, theta = fit_ctf_prepared(
+                prep,
                 cs_mm=cs_mm,
                 defocus_search_A=(300.0, 60000.0),
                 allow_focus_crossing=allow_focus_crossing,
-                exclude_resolutions_A=gold_exclusions_A(lattice_constant_A),
                 # only the mean defocus is needed: a narrow astigmatism search is enough
                 max_astigmatism_A=5000.0,
             )
-        except (TemcalError, ValueError, np.linalg.LinAlgError):
+        except bad:
+            return None
+        return 0.5 * (fit.defocus_u_A + fit.defocus_v_A), theta
+
+    def band_of(theta: np.ndarray) -> Any:
+        r_hi = min(prep.r_max_px, eng.sampling_limit_px(prep, theta, cs_mm))
+        return eng.make_band(prep, prep.r_min_px, r_hi)
+
+    def near_focus(reg: tuple[float, np.ndarray] | None) -> float | None:
+        try:
+            th0 = np.zeros(4)
+            items, _, rss, inv = eng.refine(
+                [eng.Item(prep, band_of(th0), th0)], cs_mm, free=[0, 1, 2], cs_free=False
+            )
+            theta = items[0].theta
+            fit, theta = finish_fit(prep, theta, cs_mm, band_of(theta), rss, inv, False)
+            if fit.score < _NEAR_FOCUS_MIN_SCORE:
+                return None
+            if reg is not None:
+                band = band_of(reg[1])
+                if eng.rss_of(prep, band, theta, cs_mm) >= eng.rss_of(prep, band, reg[1], cs_mm):
+                    return None
+        except bad:
             return None
         return 0.5 * (fit.defocus_u_A + fit.defocus_v_A)
 
-    dz = mean_defocus(True)
-    if dz is None or dz >= 0.0:
-        return dz, False
-    under = mean_defocus(False)
+    reg = regular(True)
+    if reg is None or abs(reg[0]) < _NEAR_FOCUS_CHECK_A:
+        near = near_focus(reg)
+        if near is not None:
+            return near, False
+    if reg is None or reg[0] >= 0.0:
+        return (None if reg is None else reg[0]), False
+    under = regular(False)
     if under is None:
-        return dz, True
-    return under, True
+        return reg[0], True
+    return under[0], True
 
 
 def _with_ctf_bias(
     out: ImagePixelSize,
-    spec: np.ndarray,
+    thon: tuple[float | None, bool],
     pb: float,
-    meta: ImageData | None,
     ctf_optics: tuple[float, float],
 ) -> ImagePixelSize:
-    """Attach the CTF-modulation uncertainty (defocus from :func:`_thon_defocus`)."""
+    """Attach the CTF-modulation uncertainty (``thon`` from :func:`_thon_defocus`)."""
     from temcal.calibrate.ring_bias import (
         calculate_min_unshifted_defocus_A,
         calculate_ring_ctf_bias,
@@ -1351,9 +1424,7 @@ def _with_ctf_bias(
     )
 
     voltage_kV, cs_mm = ctf_optics
-    defocus, ambiguous = _thon_defocus(
-        spec, pb, ctf_optics, float(out.diagnostics.get("lattice_constant_A", 4.0782))
-    )
+    defocus, ambiguous = thon
     eta = float(out.diagnostics.get("eta", 0.0))
     # an unknown sign of the defocus: the larger shift of the two
     signs = (1.0, -1.0) if ambiguous else (1.0,)
@@ -1667,14 +1738,36 @@ def _initial_rings(
     return out
 
 
-def _fit_ctf(model: _RingModel, th_base: np.ndarray, nr: int) -> optimize.OptimizeResult | None:
+def _fit_ctf(
+    model: _RingModel, th_base: np.ndarray, nr: int, *, defocus_A: float | None = None
+) -> optimize.OptimizeResult | None:
     """Fit with the CTF modulation ``1 - gamma cos 2 chi`` from a grid of defoci.
 
     ``chi = c + pi lambda dz s^2 - pi/2 Cs lambda^3 s^4`` with the given voltage and
-    Cs; the defocus ``dz`` (grid from -1 to 5 µm, then refined), the phase offset ``c``
-    and the modulation depth ``gamma`` are fitted.
+    Cs; the defocus ``dz`` (grid from -1 to 5 µm, then refined, or fixed at
+    ``defocus_A``), the phase offset ``c`` and the modulation depth ``gamma`` are
+    fitted. A model with fixed ring slopes keeps the shared slope at zero.
     """
     lo, hi = _bounds(nr, True)
+    th_base = np.array(th_base, dtype=float)
+    if np.any(model.ring_slopes != 0.0):
+        lo[4 + nr], hi[4 + nr] = -1e-6, 1e-6
+        th_base[4 + nr] = 0.0
+    if defocus_A is not None:
+        dz = defocus_A / 1e4
+        lo[5 + nr], hi[5 + nr] = dz - 1e-5, dz + 1e-5
+        best_fixed = None
+        for c in np.linspace(0.0, math.pi, 8, endpoint=False):
+            for g in (-1.0, 0.5, 2.0):
+                th = np.array([*th_base, dz, c, g])
+                r = float(np.sum(model.residual(th) ** 2))
+                if best_fixed is None or r < best_fixed[0]:
+                    best_fixed = (r, th)
+        assert best_fixed is not None
+        try:
+            return _fit(model, best_fixed[1], lo, hi, geom_span=0.01)
+        except (ValueError, np.linalg.LinAlgError):
+            return None
     W0 = np.array([[1.0 + th_base[0], th_base[2]], [th_base[2], 1.0 + th_base[1]]]) / model.p0
     s = model.s(W0)
     span_s2 = float(np.percentile(s, 99) ** 2 - np.percentile(s, 1) ** 2)
