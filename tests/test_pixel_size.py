@@ -455,3 +455,24 @@ def test_thon_defocus_found_in_focus(
     )
     assert dz is not None and not ambiguous
     assert abs(dz - defocus_A) < 60.0
+
+
+def test_a_refusal_suggests_the_header_pixel_size() -> None:
+    # rings so faint that the search over every plausible pixel size does not trust
+    # them; near a guess (0.93) the weaker significance threshold accepts 111 and 200.
+    # The header's value is only suggested, never used on its own.
+    from temcal.io.images import ImageData
+
+    img = ring_image(1024, pixel_size_A=0.9, ring_amplitude=0.12, rng=np.random.default_rng(3))
+    with pytest.raises(CalibrationError, match=r"no gold lattice.*header records 0\.93 Å/px"):
+        measure_gold_rings(ImageData(data=img, pixel_size_A=0.93))
+    r = measure_gold_rings(img, guess_pixel_size_A=0.93)
+    assert [x.hkl for x in r.rings] == ["111", "200"]
+    assert abs(r.pixel_size_A / 0.9 - 1.0) < 2e-3
+    # a placeholder 1 Å/px header, or a guess given: nothing to suggest
+    with pytest.raises(CalibrationError, match="no gold lattice rings") as exc:
+        measure_gold_rings(ImageData(data=img, pixel_size_A=1.0))
+    assert "header" not in str(exc.value)
+    with pytest.raises(CalibrationError) as exc:
+        measure_gold_rings(ImageData(data=img, pixel_size_A=0.93), guess_pixel_size_A=2.5)
+    assert "header" not in str(exc.value)

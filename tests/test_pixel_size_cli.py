@@ -285,3 +285,15 @@ def test_sparse_particles_note_and_json(tmp_path: Path) -> None:
     frac = data["images"][0]["crystal_tile_fraction"]
     assert 0.0 < frac < 0.4
     assert abs(data["pixel_size_A"] / 0.6 - 1.0) < 0.01
+
+
+def test_refusal_suggests_the_header_pixel_size(tmp_path: Path) -> None:
+    img = ring_image(1024, pixel_size_A=0.9, ring_amplitude=0.12, rng=np.random.default_rng(3))
+    f = write_mrc(tmp_path / "faint.mrc", img, pixel_size_A=0.93)
+    out = tmp_path / "r.json"
+    res = runner.invoke(app, ["pixel-size", str(f), "--json", str(out)])
+    assert res.exit_code != 0 and not out.exists()
+    assert "try --guess 0.93" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["pixel-size", str(f), "--guess", "0.93", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert abs(json.loads(out.read_text())["pixel_size_A"] / 0.9 - 1.0) < 2e-3

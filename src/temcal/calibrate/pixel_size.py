@@ -906,7 +906,9 @@ def measure_gold_rings(
         no clear gold pattern does the guess relax it (within a factor 1.25 of the guess,
         one ring suffices). A result more than 10 % from the guess is refused (its
         reflections are probably mislabelled); one within 5 % of it lets the guess assign
-        the reflections of a lone crystal's spots, which are otherwise refused.
+        the reflections of a lone crystal's spots, which are otherwise refused. Without
+        it, a refusal names the file header's pixel size (when recorded) as a guess to
+        try; the header value is never used on its own.
     rings : str or sequence of str, optional
         Reflections to use, e.g. ``"111,200,220"``; default all that are measurable.
     voltage_kV : float, optional
@@ -974,7 +976,50 @@ def _check_guess(guess: float | None) -> None:
         )
 
 
+def _header_hint_A(meta: ImageData | None) -> float | None:
+    """The file header's pixel size when it is worth suggesting as a guess, else ``None``.
+
+    Exactly 1 Å/px is what many programs write when the pixel size is unknown, so it
+    is no hint; neither is a value outside the range :func:`_check_guess` accepts.
+    """
+    if meta is None or meta.pixel_size_A is None:
+        return None
+    h = float(meta.pixel_size_A)
+    if not math.isfinite(h) or not 0.005 <= h <= 50.0 or abs(h - 1.0) < 1e-6:
+        return None
+    return h
+
+
 def _measure(
+    img: np.ndarray,
+    meta: ImageData | None,
+    name: str | None,
+    a_A: float,
+    hkls: Sequence[tuple[int, int, int]],
+    guess: float | None,
+    optics: tuple[float, float] | None,
+    ctf_optics: tuple[float, float] = (300.0, 2.7),
+) -> ImagePixelSize:
+    """Measure one image; a refusal without a guess suggests the header's pixel size.
+
+    The header value is never used on its own: on the robustness benchmark's images
+    refused without a guess, retrying with it (a header within 3 % of the truth) measured
+    12 of 114 more, but 5 of those 12 intervals missed the truth (one result 3.3 % off).
+    So the error names it for the user to confirm with ``--guess``.
+    """
+    try:
+        return _measure_sparse(img, meta, name, a_A, hkls, guess, optics, ctf_optics)
+    except CalibrationError as err:
+        hint = _header_hint_A(meta) if guess is None else None
+        if hint is None:
+            raise
+        raise CalibrationError(
+            f"{err} (the file header records {hint:.4g} Å/px: if that is about right, "
+            f"try --guess {hint:.4g})"
+        ) from None
+
+
+def _measure_sparse(
     img: np.ndarray,
     meta: ImageData | None,
     name: str | None,
