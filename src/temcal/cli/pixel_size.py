@@ -47,7 +47,8 @@ def pixel_size(
                 "Rough pixel size in Å/px: used when the search alone finds no clear "
                 "gold pattern (it then stays within ×1.25); a result more than 10 % from "
                 "it is refused, and within 5 % it assigns the reflections of a single "
-                "crystal's spots."
+                "crystal's spots. Without it, a refusal names the file header's pixel "
+                "size (when recorded) as a guess to try."
             ),
         ),
     ] = None,
