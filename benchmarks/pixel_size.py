@@ -130,6 +130,20 @@ def _generate(args: tuple[Case, int, int, str]) -> dict:
     return truth
 
 
+def _image_digest(path: str) -> str:
+    """First 10 hex digits of the SHA-1 of an image's pixel values (float32, C order).
+
+    The cache key names the simulation's inputs, not its output: a cache regenerated on
+    a fresh machine held other images than the ones an earlier table had measured (found
+    2026-11-24; the cause was not established), so the table records which pixels it
+    measured.
+    """
+    import mrcfile
+
+    data = np.ascontiguousarray(mrcfile.read(path), dtype=np.float32)
+    return hashlib.sha1(data.tobytes()).hexdigest()[:10]
+
+
 def _round_robin(files: list[dict]) -> list[dict]:
     """First image of every case, then the second, ... (so a time budget cuts evenly)."""
     return sorted(files, key=lambda t: (int(Path(t["file"]).stem.split("_")[2]), t["case"]))
@@ -431,6 +445,7 @@ def main() -> None:
                         if et is not None and em is not None
                         else "-"
                     ),
+                    _image_digest(t["file"]),
                 ]
             )
             an = m.get("aniso") or {}
@@ -545,10 +560,19 @@ def main() -> None:
         f"{t_total / 60:.1f} min (simulation/cache {t_gen / 60:.1f} min).",
         "",
         "Per image (signed errors in %; temcal's 95 % interval half-width in %; temcal "
-        f"closer to the truth on {closer[0]} of the {closer[1]} images both measured):",
+        f"closer to the truth on {closer[0]} of the {closer[1]} images both measured; "
+        "'pixels sha1' identifies the simulated image, so a re-run can tell whether it "
+        "measured the same images):",
         "",
         markdown_table(
-            ["image", "temcal error %", "temcal CI95 %", "magCalEM error %", "closer"],
+            [
+                "image",
+                "temcal error %",
+                "temcal CI95 %",
+                "magCalEM error %",
+                "closer",
+                "pixels sha1",
+            ],
             per_image,
         ),
         "",
