@@ -476,3 +476,31 @@ def test_a_refusal_suggests_the_header_pixel_size() -> None:
     with pytest.raises(CalibrationError) as exc:
         measure_gold_rings(ImageData(data=img, pixel_size_A=0.93), guess_pixel_size_A=2.5)
     assert "header" not in str(exc.value)
+
+
+def _image_result(p: float, se: float, aniso_se: float) -> object:
+    import temcal.calibrate.pixel_size as ps
+
+    ring = ps.RingFit("111", 2.3546, p / 2.3546, 0.0045, 1.0, 30.0, False)
+    return ps.ImagePixelSize(
+        None, ((p, 0.0), (0.0, p)), p, se, p, p, 0.0, 0.0,
+        (ring,), 9.0, None, 512, 1, 1000, anisotropy_se_percent=aniso_se,
+    )  # fmt: skip
+
+
+def test_combined_interval_not_below_the_images_own_errors() -> None:
+    # three images that agree far better than their own standard errors (0.1 %): a shared
+    # bias of the specimen, or chance; the interval must not shrink to their spread
+    from temcal.calibrate.pixel_size import combine_image_results
+
+    per = [_image_result(p, 0.0004, 0.2) for p in (0.40000, 0.400004, 0.399996)]
+    res = combine_image_results(per, lattice_constant_A=4.0782, temperature_K=None)
+    assert res.pixel_size_A == pytest.approx(0.4, rel=1e-5)
+    own = 1.96 * 0.0004 / math.sqrt(3.0)
+    assert res.pixel_size_ci95_A == pytest.approx(own, rel=1e-6)
+    assert res.anisotropy_ci95_percent == pytest.approx(1.96 * 0.2 / math.sqrt(3.0), rel=1e-6)
+    # images that scatter more than their errors say: the Student-t interval stands
+    per = [_image_result(p, 0.00004, 0.2) for p in (0.400, 0.401, 0.399)]
+    res = combine_image_results(per, lattice_constant_A=4.0782, temperature_K=None)
+    t = 4.302652729911275  # Student-t 97.5 % point, 2 degrees of freedom
+    assert res.pixel_size_ci95_A == pytest.approx(t * 0.001 / math.sqrt(3.0), rel=1e-3)
