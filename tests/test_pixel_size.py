@@ -504,3 +504,66 @@ def test_combined_interval_not_below_the_images_own_errors() -> None:
     res = combine_image_results(per, lattice_constant_A=4.0782, temperature_K=None)
     t = 4.302652729911275  # Student-t 97.5 % point, 2 degrees of freedom
     assert res.pixel_size_ci95_A == pytest.approx(t * 0.001 / math.sqrt(3.0), rel=1e-3)
+
+
+def _shifted_111_image(n: int, p: float, shift: float, seed: int) -> np.ndarray:
+    """Rings 200 and 220 at pixel size ``p``; 111 placed ``shift`` (relative) too far out."""
+    rng = np.random.default_rng(seed)
+    shifted = ring_image(
+        n, pixel_size_A=p * (1.0 + shift), reflections=((1, 1, 1),), ring_amplitude=80.0, rng=rng
+    )
+    rest = ring_image(n, pixel_size_A=p, reflections=((2, 0, 0), (2, 2, 0)), rng=rng)
+    return shifted + rest
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_free_ring_offsets_leave_the_scale_to_the_unshifted_rings(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the 111 ring sits 0.6 % out (as the delocalization shifts it at some defoci); with
+    # a large predicted shift for 111 and none for 200/220 the scale follows 200 and 220
+    # and the fitted 111 offset recovers the shift; without the prediction the joint fit
+    # is pulled toward 111. The offset model's Jacobian is checked on the way.
+    from temcal.calibrate import pixel_size as ps
+
+    p, shift = 0.6, 0.006
+    img = _shifted_111_image(512, p, shift, seed)
+    plain = measure_gold_rings(img)
+    assert all(r.offset_percent is None for r in plain.rings)
+    assert plain.pixel_size_A / p - 1.0 > 0.0015  # pulled by the shifted ring
+
+    r111 = 1.0 / 2.3545
+    monkeypatch.setattr(
+        ps,
+        "_ring_shift_priors",
+        lambda model, th, thon, optics: np.array(
+            [0.01 if abs(r - r111) < 0.01 else 1e-4 for r in model.radii]
+        ),
+    )
+    jac_err: list[float] = []
+    orig_fit = ps._fit
+
+    def fit_and_check(model, th0, lower, upper, geom_span=0.012):  # type: ignore[no-untyped-def]
+        res = orig_fit(model, th0, lower, upper, geom_span)
+        if isinstance(model, ps._OffsetRingModel) and not model.with_ctf:
+            th = np.clip(res.x, lower + 1e-6, upper - 1e-6)
+            ja = model.jacobian(th)
+            cols = []
+            for k in range(th.size):
+                h = 1e-6 * max(1.0, abs(float(th[k])))
+                e = np.zeros_like(th)
+                e[k] = h
+                cols.append((model.residual(th + e) - model.residual(th - e)) / (2 * h))
+            jn = np.stack(cols, axis=1)
+            scale = np.maximum(np.linalg.norm(jn, axis=0), 1e-12 * np.linalg.norm(jn))
+            jac_err.append(float((np.linalg.norm(ja - jn, axis=0) / scale).max()))
+        return res
+
+    monkeypatch.setattr(ps, "_fit", fit_and_check)
+    res = measure_gold_rings(img)
+    rings = {r.hkl: r for r in res.rings}
+    assert rings["111"].offset_percent is not None
+    assert abs(res.pixel_size_A / p - 1.0) < 0.0005
+    assert abs(rings["111"].offset_percent - 100 * shift) < 0.1
+    assert abs(rings["200"].offset_percent) < 0.05
+    assert jac_err and max(jac_err) < 1e-2

@@ -75,7 +75,12 @@ Method
    It is therefore carried as an uncertainty (:mod:`temcal.calibrate.ring_bias`; the
    defocus comes from the Thon rings of the support in the same spectrum), and corrected
    only in focus: when that defocus lies within ``_IN_FOCUS_A`` of focus, the rings get
-   the modulation with it fixed (``gamma``, ``c`` free; docs/pixel_size.md). Rings the
+   the modulation with it fixed (``gamma``, ``c`` free; docs/pixel_size.md). Where the
+   rings' predicted shifts differ (the defocus and Cs delocalizations cancel for one
+   ring and not for another), the isotropic scale comes from a refit in which every
+   ring has a free offset with its predicted shift as prior standard deviation
+   (:func:`_fit_ring_offsets`; the anisotropy and the uncertainties stay those of the
+   fit without offsets). Rings the
    joint fit cannot see (SNR <= 3, or a degenerate amplitude) are dropped and the fit
    repeated.
 4. **Uncertainty of one image:** the larger of the fit covariance (doubled: the spectrum is
@@ -182,6 +187,12 @@ _MAX_FEW_CRYSTAL_ANISOTROPY = 5.0
 # a broad ring (measured on case G, in focus: +0.79/+0.62/+0.60 % -> see docs/pixel_size.md);
 # at 0.3-2 µm the same model was neutral on 134 random images, so it is not used there
 _IN_FOCUS_A = 500.0
+# free ring offsets (_fit_ring_offsets): used when the largest predicted ring shift is at
+# least this (relative) and the smallest below the ratio times it; offsets bounded
+_OFFSET_MIN_PRIOR = 2e-3
+_OFFSET_PRIOR_RATIO = 0.5
+_OFFSET_MAX = 0.03
+_OFFSET_MIN_SNR = 5.0
 # a regular Thon fit below this defocus (Å), or none, is checked against a near-focus start
 _NEAR_FOCUS_CHECK_A = 3000.0
 # ... and kept only with this correlation score: spurious near-focus fits of images at
@@ -219,6 +230,14 @@ class RingFit:
         Amplitude over its standard error.
     aliased : bool
         True if the ring lies beyond Nyquist and was measured through its aliases.
+    offset_percent : float or None
+        Fitted shift of this ring from the shared ellipse, in % of its radius (positive:
+        outward), when the rings were fitted with free offsets (their predicted
+        delocalization shifts differ, see ``_fit_ring_offsets``); ``None`` otherwise.
+    offset_prior_percent : float or None
+        Predicted size of that shift (:func:`temcal.calibrate.ring_bias.
+        calculate_ring_ctf_bias`, % of the radius), the prior standard deviation of the
+        offset; ``None`` when no offsets were fitted.
     """
 
     hkl: str
@@ -228,6 +247,8 @@ class RingFit:
     amplitude: float
     snr: float
     aliased: bool
+    offset_percent: float | None = None
+    offset_prior_percent: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
@@ -239,6 +260,8 @@ class RingFit:
             "amplitude": self.amplitude,
             "snr": self.snr,
             "aliased": self.aliased,
+            "offset_percent": self.offset_percent,
+            "offset_prior_percent": self.offset_prior_percent,
         }
 
 
@@ -753,6 +776,117 @@ class _RingModel:
         return -(term1 + term2)
 
 
+class _OffsetRingModel(_RingModel):
+    """:class:`_RingModel` with a free relative offset per ring and a Gaussian prior on it.
+
+    The parameter vector is the base model's followed by one offset ``delta_j`` per
+    ring: ring ``j`` is centred at ``R_j (1 + delta_j)`` on the shared ellipse. The
+    residual vector gets one row ``sqrt(2) delta_j / prior_sd_j`` per ring (the data
+    rows are normalized to unit variance per segment by the caller, and every sample is
+    in the data twice, at q and -q, so the prior is counted twice as well). A ring whose
+    shift the optics predict to be large (``prior_sd_j``) then moves freely and leaves
+    the scale to the rings predicted to stay in place.
+    """
+
+    def __init__(self, base: _RingModel, data: _FitData, prior_sd: np.ndarray, n_base: int) -> None:
+        super().__init__(
+            data,
+            base.radii,
+            base.p0,
+            base.s_ref,
+            with_ctf=base.with_ctf,
+            ring_slopes=base.ring_slopes,
+        )
+        self.lam, self.cs_A = base.lam, base.cs_A
+        self.envelope_b_A2, self.envelope_se_A2 = base.envelope_b_A2, base.envelope_se_A2
+        self.radii0 = np.array(base.radii, dtype=float)
+        self.prior_sd = np.asarray(prior_sd, dtype=float)
+        self.n_base = int(n_base)
+
+    def offsets(self, th: np.ndarray) -> np.ndarray:
+        """The rings' relative offsets ``delta_j`` in a parameter vector."""
+        return np.asarray(th, dtype=float)[self.n_base : self.n_base + self.nr]
+
+    def unpack(self, th: np.ndarray) -> dict[str, Any]:
+        return super().unpack(np.asarray(th, dtype=float)[: self.n_base])
+
+    def design(self, th: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        th = np.asarray(th, dtype=float)
+        self.radii = (
+            self.radii0 * (1.0 + self.offsets(th)) if th.size > self.n_base else self.radii0
+        )
+        try:
+            return super().design(th[: self.n_base])
+        finally:
+            self.radii = self.radii0
+
+    def residual(self, th: np.ndarray) -> np.ndarray:
+        r, coef, _ = self.solve(th)
+        self._last = (np.array(th, dtype=float), coef, r)
+        return np.concatenate([r, math.sqrt(2.0) * self.offsets(th) / self.prior_sd])
+
+    def jacobian(self, th: np.ndarray) -> np.ndarray:
+        """Jacobian of :meth:`residual` (variable projection, as in the base model).
+
+        The base model's columns at the offset radii, the offsets' columns and the prior
+        rows; the widths' dependence on the offsets (a factor ``1 + delta_j``) is
+        neglected.
+        """
+        th = np.asarray(th, dtype=float)
+        last = getattr(self, "_last", None)
+        if last is None or not np.array_equal(last[0], th):
+            self.residual(th)
+            last = self._last
+        base = th[: self.n_base]
+        nr = self.nr
+        self.radii = self.radii0 * (1.0 + self.offsets(th))
+        try:
+            self._last = (base, last[1], last[2])
+            j_base = super().jacobian(base)
+            par = super().unpack(base)
+            d = self.d
+            s = self.s(par["W"])
+            mod = self.modulation(s, par)
+            eta = float(par["eta"])
+            geo = s ** (-RING_GEOMETRY_EXPONENT)
+            hw = 1.1774100225154747
+            m = s.size
+            w = d.weight
+            c_vec = last[1][0]
+            r = last[2]
+            n_loc = self.nr + 4 * self.n_seg
+            dc = np.zeros((m, nr))
+            dtr = np.zeros((n_loc, nr))
+            for j in range(nr):
+                rj = float(self.radii[j])
+                wj = float(par["w"][j])
+                t = (s - rj) / wj
+                g = np.exp(-0.5 * t * t)
+                lo = 1.0 / (1.0 + (t / hw) ** 2)
+                dpv_dx = ((1.0 - eta) * g * (-t) + eta * (-2.0 * t / hw**2) * lo * lo) / wj
+                slope_j = float(self.ring_slopes[j])
+                mod_j = mod * np.exp(-slope_j * (s - rj)) if slope_j != 0.0 else mod
+                # d/d delta_j of column j: the profile moves by R0_j d delta
+                col = -float(self.radii0[j]) * dpv_dx * rj * geo * mod_j
+                dc[:, j] = col * c_vec[j] * w
+                dtr[j, j] = float(col @ (w * r))
+            full = self.last_full
+            norm = np.sqrt(np.einsum("ij,ij->j", full, full))
+            live = norm > 1e-12 * max(float(norm.max()), 1e-300)
+            xn = full[:, live] / norm[live]
+            a = xn.T @ xn + 1e-10 * np.eye(xn.shape[1])
+            term1 = dc - xn @ np.linalg.solve(a, xn.T @ dc)
+            term2 = xn @ np.linalg.solve(a, dtr[live] / norm[live][:, None])
+            j_off = -(term1 + term2)
+        finally:
+            self.radii = self.radii0
+            self._last = last
+        top = np.hstack([j_base, j_off])
+        prior = np.zeros((nr, top.shape[1]))
+        prior[:, self.n_base :] = np.diag(math.sqrt(2.0) / self.prior_sd)
+        return np.vstack([top, prior])
+
+
 def _segments(radii: np.ndarray, half: np.ndarray) -> list[tuple[float, float, list[int]]]:
     order = np.argsort(radii)
     segs: list[tuple[float, float, list[int]]] = []
@@ -1198,44 +1332,27 @@ def _measure_image(
     lo2, hi2 = _bounds(nr2, False)
     _floor_widths(lo2, radii2, n, pb)
     res = _fit(model2, np.array(th_base), lo2, hi2)
-    # drop rings the joint fit cannot see (an alias lost in other rings or the
-    # background: no significant or a degenerate amplitude) and refit without them
-    ok = _ring_amplitude_ok(model2, res.x)
-    if 1 <= ok.sum() < ok.size:
-        sel = [data2.ring_idx[i] for i in np.flatnonzero(ok)]
-        W2 = model2.unpack(res.x)["W"]
-        data3 = _collect(spec, W2, radii[sel], half[sel], n_sectors=36, bin_width=bin_w)
-        if data3 is not None and len(data3.ring_idx) >= 1:
-            kept = [sel[i] for i in data3.ring_idx]
-            pos = {j: i for i, j in enumerate(data2.ring_idx)}
-            th3 = np.array(
-                [*res.x[:3], *(res.x[3 + pos[j]] for j in kept), res.x[3 + nr2], res.x[4 + nr2]]
-            )
-            radii2, hk2, nr2, data2 = radii[kept], [hk_used[j] for j in kept], len(kept), data3
-            model2 = _RingModel(data2, radii2, pb, s_ref, with_ctf=False)
-            lo2, hi2 = _bounds(nr2, False)
-            _floor_widths(lo2, radii2, n, pb)
-            res = _fit(model2, th3, lo2, hi2, geom_span=0.01)
-    # broad rings: the slope of the intensity across each ring from the envelope of the
-    # ring intensities (the fit alone cannot tell it from the ring positions)
-    # (iterated: the amplitudes depend a little on the slopes)
-    b_prev = math.inf
-    for _ in range(4):
-        env = _envelope_slopes(model2, res.x, hk2)
-        if env is None or abs(env[1] - b_prev) < 0.5:
-            break
-        b_prev = env[1]
-        model_e = _RingModel(data2, radii2, pb, s_ref, with_ctf=False, ring_slopes=env[0])
-        model_e.envelope_b_A2, model_e.envelope_se_A2 = env[1], env[2]
-        lo2, hi2 = _bounds(nr2, False)
-        _floor_widths(lo2, radii2, n, pb)
-        lo2[4 + nr2], hi2[4 + nr2] = -1e-6, 1e-6  # the shared slope is replaced
-        th_e = res.x.copy()
-        th_e[4 + nr2] = 0.0
-        res = _fit(model_e, th_e, lo2, hi2, geom_span=0.01)
-        model2 = model_e
+    # the support's Thon rings give the defocus, and with it each ring's predicted shift
+    # (rings whose predicted shifts differ get free offsets below)
     spec_thon = spec if thon_image is None else _spectrum(_bin_image(thon_image, b), tile)
     thon = _thon_defocus(spec_thon, pb, ctf_optics, a_A)
+    priors = _ring_shift_priors(model2, res.x, thon, ctf_optics)
+    offset_mode = priors is not None and _offsets_apply(priors)
+    stage2 = (model2, res, data2)
+    ok = _ring_amplitude_ok(model2, res.x)
+    model2, res, data2 = _refit_rings(spec, stage2, ok, radii, half, hk_used, bin_w, n, pb)
+    radii2 = model2.radii
+    hk2 = [hk_used[j] for j in data2.ring_idx]
+    nr2 = len(radii2)
+    # the fit with free ring offsets may also use rings that are significant against
+    # their own segment's residuals only (weak rings far from misfit strong ones)
+    offset_stage = None
+    if offset_mode:
+        ok_seg = _ring_amplitude_ok(stage2[0], stage2[1].x, per_segment=True)
+        if np.array_equal(ok_seg, ok):
+            offset_stage = (model2, res, data2)
+        else:
+            offset_stage = _refit_rings(spec, stage2, ok_seg, radii, half, hk_used, bin_w, n, pb)
     if optics is not None:
         model_c = _RingModel(data2, radii2, pb, s_ref, with_ctf=True, optics=optics)
         res_c = _fit_ctf(model_c, res.x, nr2)
@@ -1257,6 +1374,17 @@ def _measure_image(
         res_c = _fit_ctf(model_c, res.x, nr2, defocus_A=thon[0])
         if res_c is not None and res_c.cost <= res.cost:
             model2, res = model_c, res_c
+    # rings whose predicted delocalization shifts differ: a free offset per ring, for the
+    # isotropic scale only (not where the CTF modulation was fitted, in focus; and only
+    # between rings significant without offsets: an offset can move a ring onto a bump
+    # of the noise)
+    fitted = hk_o = None
+    if offset_stage is not None and not model2.with_ctf:
+        m_o, r_o, d_o = offset_stage
+        hk_o = [hk_used[j] for j in d_o.ring_idx]
+        priors = _ring_shift_priors(m_o, r_o.x, thon, ctf_optics)
+        if priors is not None and np.sum(_ring_snrs(m_o, r_o.x) > _OFFSET_MIN_SNR) >= 2:
+            fitted = _fit_ring_offsets(m_o, r_o, priors, n, pb)
     _check_strong_rings_kept(
         hk2,
         [h for h, u in zip(hkls, use, strict=True) if u],
@@ -1265,6 +1393,13 @@ def _measure_image(
         lattice_constant_A=a_A,
     )
     out = _finish(model2, res, hk2, radii2, pb, b, n, found, meta, name, a_A)
+    if fitted is not None and hk_o is not None:
+        m_f, r_f = fitted
+        try:
+            off = _finish(m_f, r_f, hk_o, m_f.radii0, pb, b, n, found, meta, name, a_A)
+            out = _with_offset_scale(out, off)
+        except CalibrationError:
+            pass  # (no ring significant with offsets: the fit without them stands)
     chosen = sorted(map(tuple, hkls)) != sorted(GOLD_REFLECTIONS)
     assigned = chosen
     if guess is not None:
@@ -1301,6 +1436,68 @@ def _measure_image(
     out = _with_ctf_bias(out, thon, pb, ctf_optics)
     out.diagnostics["spectrum"] = spec.astype(np.float32)
     return out
+
+
+def _refit_rings(
+    spec: np.ndarray,
+    stage: tuple[_RingModel, optimize.OptimizeResult, _FitData],
+    ok: np.ndarray,
+    radii: np.ndarray,
+    half: np.ndarray,
+    hk_used: Sequence[tuple[int, int, int]],
+    bin_w: float,
+    n: int,
+    pb: float,
+) -> tuple[_RingModel, optimize.OptimizeResult, _FitData]:
+    """Drop the rings not ``ok``, refit, and set the rings' slopes from their envelope.
+
+    ``stage`` is the joint fit of all usable rings (model, result, data); ``radii``,
+    ``half`` and ``hk_used`` are indexed like ``data.ring_idx``. Returns the final
+    model without the CTF modulation (its ``radii`` and ``data.ring_idx`` name the rings
+    kept).
+    """
+    model2, res, data2 = stage
+    radii2 = model2.radii
+    nr2 = model2.nr
+    s_ref = model2.s_ref
+    # drop rings the joint fit cannot see (an alias lost in other rings or the
+    # background: no significant or a degenerate amplitude) and refit without them
+    if 1 <= ok.sum() < ok.size:
+        sel = [data2.ring_idx[i] for i in np.flatnonzero(ok)]
+        W2 = model2.unpack(res.x)["W"]
+        data3 = _collect(spec, W2, radii[sel], half[sel], n_sectors=36, bin_width=bin_w)
+        if data3 is not None and len(data3.ring_idx) >= 1:
+            kept = [sel[i] for i in data3.ring_idx]
+            pos = {j: i for i, j in enumerate(data2.ring_idx)}
+            th3 = np.array(
+                [*res.x[:3], *(res.x[3 + pos[j]] for j in kept), res.x[3 + nr2], res.x[4 + nr2]]
+            )
+            data3 = replace(data3, ring_idx=kept)
+            radii2, nr2, data2 = radii[kept], len(kept), data3
+            model2 = _RingModel(data2, radii2, pb, s_ref, with_ctf=False)
+            lo2, hi2 = _bounds(nr2, False)
+            _floor_widths(lo2, radii2, n, pb)
+            res = _fit(model2, th3, lo2, hi2, geom_span=0.01)
+    hk2 = [hk_used[j] for j in data2.ring_idx]
+    # broad rings: the slope of the intensity across each ring from the envelope of the
+    # ring intensities (the fit alone cannot tell it from the ring positions)
+    # (iterated: the amplitudes depend a little on the slopes)
+    b_prev = math.inf
+    for _ in range(4):
+        env = _envelope_slopes(model2, res.x, hk2)
+        if env is None or abs(env[1] - b_prev) < 0.5:
+            break
+        b_prev = env[1]
+        model_e = _RingModel(data2, radii2, pb, s_ref, with_ctf=False, ring_slopes=env[0])
+        model_e.envelope_b_A2, model_e.envelope_se_A2 = env[1], env[2]
+        lo2, hi2 = _bounds(nr2, False)
+        _floor_widths(lo2, radii2, n, pb)
+        lo2[4 + nr2], hi2[4 + nr2] = -1e-6, 1e-6  # the shared slope is replaced
+        th_e = res.x.copy()
+        th_e[4 + nr2] = 0.0
+        res = _fit(model_e, th_e, lo2, hi2, geom_span=0.01)
+        model2 = model_e
+    return model2, res, data2
 
 
 def _check_strong_rings_kept(
@@ -1491,6 +1688,11 @@ def _with_ctf_bias(
                 for sg in signs
             )
         rel.append(b / radius)
+        # (also with free ring offsets the rings are weighted by SNR^2 here, not by the
+        # weights the offsets give them: a ring predicted to stay in place is not always
+        # unshifted -- image 52 of pixel_size_robustness.py, 26 nm grains at 0.31 µm,
+        # has both rings 1.3 % low -- and the prediction is not trusted to shrink the
+        # uncertainty)
         info.append(max(r.snr, 0.0) ** 2 if math.isfinite(r.snr) else 0.0)
     # standard uncertainty: the amplitude b itself (not its rms b / sqrt 2 over the phase):
     # on the simulator the strongly scattering grains shift rings up to ~2 b
@@ -1619,27 +1821,72 @@ def _envelope_slopes(
     return -dln_fe2 + b * R, b, se
 
 
-def _ring_amplitude_ok(model: _RingModel, th: np.ndarray) -> np.ndarray:
-    """Rings whose fitted amplitude is significant (SNR > 3) and not degenerate."""
+def _segment_of_ring(model: _RingModel, j: int) -> int:
+    """Index of the spectrum segment that holds ring ``j``."""
+    r = float(model.radii[j])
+    ranges = model.d.seg_range
+    for k, (lo, hi) in enumerate(ranges):
+        if lo <= r <= hi:
+            return k
+    return int(np.argmin([abs(0.5 * (lo + hi) - r) for lo, hi in ranges]))
+
+
+def _segment_variances(model: _RingModel, resid: np.ndarray) -> np.ndarray:
+    """Residual variance of the weighted fit in each segment (4 linear terms per sector)."""
+    out = np.ones(model.n_seg)
+    for k, idx in enumerate(model._seg_idx):
+        dof = max(1, idx.size - 4 * model.d.n_sectors)
+        out[k] = max(float(resid[idx] @ resid[idx]) / dof, 1e-30)
+    return out
+
+
+def _ring_snrs(model: _RingModel, th: np.ndarray, *, per_segment: bool = True) -> np.ndarray:
+    """Each ring's amplitude SNR (against its own segment's residuals or the whole fit's).
+
+    With ``per_segment`` the residual variance is that of the ring's own segment. The
+    misfit of strong rings (spots of few grains, profiles the model does not quite
+    follow) inflates the residual variance of their segments; measured against the
+    variance of the whole fit, a clean weak ring elsewhere looked insignificant (the 220
+    ring of the 0.40 Å/px benchmark images: SNR 1.6 against 27 when fitted alone).
+    """
     resid, coef, _ = model.solve(th)
     full = model.last_full
     dof = max(1, resid.size - full.shape[1] - th.size)
     s2 = float(resid @ resid) / dof
     var = _coefficient_variances(full, s2)
-    if np.isnan(var).all():
-        return np.ones(model.nr, dtype=bool)
+    snr = np.full(model.nr, np.nan)
+    if np.isnan(var).all() or s2 <= 0:
+        return snr
+    seg_var = _segment_variances(model, resid) if per_segment else np.full(model.n_seg, s2)
     n_loc = model.nr + model.n_seg
-    ok = np.zeros(model.nr, dtype=bool)
     for j in range(model.nr):
-        v = var[np.arange(model.d.n_sectors) * n_loc + j]
+        v = var[np.arange(model.d.n_sectors) * n_loc + j] * (
+            seg_var[_segment_of_ring(model, j)] / s2
+        )
         a = coef[:, j]
         good = np.isfinite(v) & (v > 0)
         if not good.any():
+            snr[j] = 0.0
             continue
         wv = 1.0 / v[good]
-        snr = float(np.sum(a[good] * wv) / np.sqrt(np.sum(wv)))
-        ok[j] = 3.0 < snr < 1e5
-    return ok
+        snr[j] = float(np.sum(a[good] * wv) / np.sqrt(np.sum(wv)))
+    return snr
+
+
+def _ring_amplitude_ok(
+    model: _RingModel, th: np.ndarray, *, per_segment: bool = False
+) -> np.ndarray:
+    """Rings whose fitted amplitude is significant (SNR > 3) and not degenerate.
+
+    The SNR is taken against the residual variance of the whole fit, or with
+    ``per_segment`` of the ring's own segment (:func:`_ring_snrs`; used only where the
+    rings get free offsets: on the random images of ``pixel_size_robustness.py`` it
+    everywhere admitted weak rings that made images measurable 3-60 % off).
+    """
+    snr = _ring_snrs(model, th, per_segment=per_segment)
+    if np.isnan(snr).all():
+        return np.ones(model.nr, dtype=bool)
+    return (snr > 3.0) & (snr < 1e5)
 
 
 def _select_rings(
@@ -1830,6 +2077,135 @@ def _fit_ctf(
         return _fit(model, best[1], lo, hi, geom_span=0.01)
     except (ValueError, np.linalg.LinAlgError):
         return None
+
+
+def _ring_shift_priors(
+    model: _RingModel,
+    th: np.ndarray,
+    thon: tuple[float | None, bool],
+    ctf_optics: tuple[float, float],
+) -> np.ndarray | None:
+    """Predicted relative shift of each ring from the defocus (``None`` without one).
+
+    :func:`temcal.calibrate.ring_bias.calculate_ring_ctf_bias` over the ring's radius;
+    with an ambiguous defocus sign, the larger of the two.
+    """
+    from temcal.calibrate.ring_bias import calculate_ring_ctf_bias
+
+    defocus, ambiguous = thon
+    if defocus is None:
+        return None
+    par = model.unpack(th)
+    signs = (1.0, -1.0) if ambiguous else (1.0,)
+    out = np.zeros(model.nr)
+    for j in range(model.nr):
+        radius = float(model.radii[j])
+        out[j] = (
+            max(
+                calculate_ring_ctf_bias(
+                    radius,
+                    float(par["w"][j]),
+                    eta=float(par["eta"]),
+                    defocus_A=sg * defocus,
+                    voltage_kV=ctf_optics[0],
+                    cs_mm=ctf_optics[1],
+                )
+                for sg in signs
+            )
+            / radius
+        )
+    return out
+
+
+def _with_offset_scale(base: ImagePixelSize, off: ImagePixelSize) -> ImagePixelSize:
+    """The fit without offsets, rescaled to the isotropic scale of the fit with them.
+
+    Only the scale is taken from the fit with free ring offsets: the anisotropy, its
+    uncertainty and the direction stay those of the fit without them (the offsets are
+    isotropic, and on the random images of ``pixel_size_robustness.py`` the reweighted
+    segments moved the anisotropy by up to 4 pp). The statistical uncertainty is the
+    larger of the two fits' (the reweighting, unit residual variance per segment, also
+    shrank the sector-scatter estimate: 5 of 40 images fell outside their intervals).
+    The rings (with their fitted offsets) and the plot diagnostics come from the fit
+    with offsets.
+    """
+    k = off.pixel_size_A / base.pixel_size_A
+    m = base.pixel_matrix_A
+    return replace(
+        base,
+        pixel_matrix_A=(
+            (m[0][0] * k, m[0][1] * k),
+            (m[1][0] * k, m[1][1] * k),
+        ),
+        pixel_size_A=off.pixel_size_A,
+        pixel_major_A=base.pixel_major_A * k,
+        pixel_minor_A=base.pixel_minor_A * k,
+        pixel_size_se_A=max(base.pixel_size_se_A * k, off.pixel_size_se_A),
+        rings=off.rings,
+        n_samples=off.n_samples,
+        diagnostics={**off.diagnostics, "offset_free_pixel_size_A": base.pixel_size_A},
+    )
+
+
+def _offsets_apply(priors: np.ndarray) -> bool:
+    """Whether the rings' predicted shifts differ enough to fit free offsets."""
+    if priors.size < 2:
+        return False
+    top = float(priors.max())
+    return top >= _OFFSET_MIN_PRIOR and float(priors.min()) <= _OFFSET_PRIOR_RATIO * top
+
+
+def _fit_ring_offsets(
+    model: _RingModel,
+    res: optimize.OptimizeResult,
+    priors: np.ndarray,
+    n: int,
+    pb: float,
+) -> tuple[_OffsetRingModel, optimize.OptimizeResult] | None:
+    """Refit with a free offset per ring when the rings' predicted shifts differ.
+
+    Each ring gets a free relative offset with prior standard deviation ``priors[j]``
+    (its predicted shift from the delocalization of the lattice fringes, see
+    :mod:`temcal.calibrate.ring_bias`). Rings predicted to shift by much more than
+    others then no longer set the scale: at 0.5 µm and 0.40 Å/px the 111 and 200 rings
+    of 10 nm grains are predicted to shift by 0.5-1.1 % and, fitted alone, gave pixel
+    sizes 0.3-1.1 % too small (they sit at lower frequency), while 220 (whose defocus and
+    Cs delocalizations cancel there) is predicted to stay within 0.2 % and gave -0.10 to
+    +0.09 %. The data rows are normalized to unit residual
+    variance in each segment first (a segment that the model misfits, like the spots of
+    few grains, would otherwise outweigh the prior). Used only when the largest
+    predicted shift is at least ``_OFFSET_MIN_PRIOR`` and the smallest is below
+    ``_OFFSET_PRIOR_RATIO`` times it (otherwise the offsets could not be told from the
+    scale); returns ``None`` then, or when the fit fails.
+    """
+    nr = model.nr
+    if not _offsets_apply(priors):
+        return None
+    resid, _, _ = model.solve(res.x)
+    seg_var = _segment_variances(model, resid)
+    weight = model.d.weight.copy()
+    for k, idx in enumerate(model._seg_idx):
+        weight[idx] /= math.sqrt(seg_var[k])
+    data = replace(model.d, weight=weight)
+    n_base = res.x.size
+    prior_sd = np.maximum(priors, 1e-4)
+    off = _OffsetRingModel(model, data, prior_sd, n_base)
+    lo, hi = _bounds(nr, model.with_ctf)
+    _floor_widths(lo, model.radii, n, pb)
+    if np.any(model.ring_slopes != 0.0):
+        lo[4 + nr], hi[4 + nr] = -1e-6, 1e-6
+    if model.with_ctf:  # the defocus stays where it was fitted or fixed
+        lo[5 + nr], hi[5 + nr] = res.x[5 + nr] - 1e-5, res.x[5 + nr] + 1e-5
+    lo = np.concatenate([lo, np.full(nr, -_OFFSET_MAX)])
+    hi = np.concatenate([hi, np.full(nr, _OFFSET_MAX)])
+    th0 = np.concatenate([res.x, np.zeros(nr)])
+    try:
+        fit = _fit(off, th0, lo, hi, geom_span=0.01)
+    except (ValueError, np.linalg.LinAlgError):
+        return None
+    if not fit.success or not np.all(np.isfinite(fit.x)):
+        return None
+    return off, fit
 
 
 def _spots_fraction(n_dir: float, n_sectors: int) -> float:
@@ -2024,6 +2400,9 @@ def _finish(
     nr = len(radii)
     amp_mean, amp_se = _ring_amplitudes(model, coef, s2)
     p_iso = geom.pixel_size_A
+    offsets = prior_sd = None
+    if isinstance(model, _OffsetRingModel):
+        offsets, prior_sd = model.offsets(res.x), model.prior_sd
     ring_fits = []
     for j, hkl in enumerate(hkls):
         amp = float(amp_mean[j])
@@ -2036,6 +2415,8 @@ def _finish(
                 amplitude=amp,
                 snr=float(amp / amp_se[j]),
                 aliased=bool(p_iso * radii[j] * (1 + geom.anisotropy_percent / 200) > 0.5),
+                offset_percent=None if offsets is None else 100.0 * float(offsets[j]),
+                offset_prior_percent=None if prior_sd is None else 100.0 * float(prior_sd[j]),
             )
         )
     # the shared log-slope beta of the ring modulation shifts each ring by w^2 beta, which
@@ -2077,6 +2458,7 @@ def _finish(
         "lattice_constant_A": a_A,
         "envelope_b_A2": model.envelope_b_A2,
         "ring_slopes_A": model.ring_slopes.copy(),
+        "ring_offsets": None if offsets is None else np.array(offsets, dtype=float),
     }
     return ImagePixelSize(
         file=name,
@@ -2191,6 +2573,12 @@ def estimate_pixel_size(
     return replace(out, refused=tuple(refused))
 
 
+def _mean_or_none(values: Sequence[float | None]) -> float | None:
+    """Mean of the values that are set (``None`` when none is)."""
+    got = [float(v) for v in values if v is not None]
+    return float(np.mean(got)) if got else None
+
+
 def combine_image_results(
     per: Sequence[ImagePixelSize], *, lattice_constant_A: float, temperature_K: float | None
 ) -> PixelSizeResult:
@@ -2258,6 +2646,8 @@ def combine_image_results(
             amplitude=float(np.mean([r.amplitude for r in v])),
             snr=float(math.sqrt(sum(r.snr**2 for r in v if math.isfinite(r.snr)))),
             aliased=any(r.aliased for r in v),
+            offset_percent=_mean_or_none([r.offset_percent for r in v]),
+            offset_prior_percent=_mean_or_none([r.offset_prior_percent for r in v]),
         )
         for k, v in ring_keys.items()
     )
