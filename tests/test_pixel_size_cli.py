@@ -297,3 +297,36 @@ def test_refusal_suggests_the_header_pixel_size(tmp_path: Path) -> None:
     res = runner.invoke(app, ["pixel-size", str(f), "--guess", "0.93", "--json", str(out)])
     assert res.exit_code == 0, res.output
     assert abs(json.loads(out.read_text())["pixel_size_A"] / 0.9 - 1.0) < 2e-3
+
+
+def test_ring_offsets_in_table_and_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # where free ring offsets are fitted, the ring table gets their columns and every ring
+    # in the JSON its offset_percent / offset_prior_percent (null without offsets)
+    from temcal.calibrate import pixel_size as ps
+
+    rng = np.random.default_rng(3)
+    img = ring_image(
+        512, pixel_size_A=0.6 * 1.006, reflections=((1, 1, 1),), ring_amplitude=80.0, rng=rng
+    )
+    img = img + ring_image(512, pixel_size_A=0.6, reflections=((2, 0, 0), (2, 2, 0)), rng=rng)
+    f = write_mrc(tmp_path / "g.mrc", img)
+    plain = tmp_path / "plain.json"
+    res = runner.invoke(app, ["pixel-size", str(f), "--json", str(plain)])
+    assert res.exit_code == 0, res.output
+    assert "offset" not in res.stdout
+    assert all(r["offset_percent"] is None for r in json.loads(plain.read_text())["rings"])
+    r111 = 1.0 / 2.3545
+    monkeypatch.setattr(
+        ps,
+        "_ring_shift_priors",
+        lambda model, th, thon, optics: np.array(
+            [0.01 if abs(r - r111) < 0.01 else 1e-4 for r in model.radii]
+        ),
+    )
+    out = tmp_path / "off.json"
+    res = runner.invoke(app, ["pixel-size", str(f), "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "offset" in res.stdout and "predicted" in res.stdout
+    rings = {r["hkl"]: r for r in json.loads(out.read_text())["rings"]}
+    assert rings["111"]["offset_percent"] == pytest.approx(0.6, abs=0.1)
+    assert rings["111"]["offset_prior_percent"] == pytest.approx(1.0)

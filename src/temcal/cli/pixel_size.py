@@ -173,17 +173,27 @@ def _print_result(result: PixelSizeResult) -> None:
             f"({share} of the image): the whole image showed no clear gold pattern"
         )
     r = Table(title="Rings")
-    for c in ("hkl", "d (Å)", "radius (cycles/px)", "width (1/Å)", "SNR", "aliased"):
+    offsets = any(ring.offset_percent is not None for ring in result.rings)
+    cols = ["hkl", "d (Å)", "radius (cycles/px)", "width (1/Å)", "SNR", "aliased"]
+    if offsets:  # free ring offsets were fitted (the defocus shifts the rings unequally)
+        cols += ["offset (%)", "predicted (± %)"]
+    for c in cols:
         r.add_column(c, justify="right")
     for ring in result.rings:
-        r.add_row(
+        row = [
             ring.hkl,
             f"{ring.d_A:.5f}",
             f"{ring.radius_cycles_per_px:.5f}",
             f"{ring.width_per_A:.4f}",
             f"{ring.snr:.1f}",
             "yes" if ring.aliased else "no",
-        )
+        ]
+        if offsets:
+            row += [
+                "-" if ring.offset_percent is None else f"{ring.offset_percent:+.3f}",
+                "-" if ring.offset_prior_percent is None else f"{ring.offset_prior_percent:.3f}",
+            ]
+        r.add_row(*row)
     out_console.print(r)
     if result.n_images > 1:
         im = Table(title="Images")
