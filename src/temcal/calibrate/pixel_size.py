@@ -1383,7 +1383,8 @@ def _measure_image(
         m_o, r_o, d_o = offset_stage
         hk_o = [hk_used[j] for j in d_o.ring_idx]
         priors = _ring_shift_priors(m_o, r_o.x, thon, ctf_optics)
-        if priors is not None and np.sum(_ring_snrs(m_o, r_o.x) > _OFFSET_MIN_SNR) >= 2:
+        snr_o = _ring_snrs(m_o, r_o.x, per_segment=True)
+        if priors is not None and np.sum(snr_o > _OFFSET_MIN_SNR) >= 2:
             fitted = _fit_ring_offsets(m_o, r_o, priors, n, pb)
     _check_strong_rings_kept(
         hk2,
