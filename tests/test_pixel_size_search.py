@@ -53,6 +53,22 @@ def test_small_grain_foil_found() -> None:
         measure_gold_rings(img, lattice_constant_A=A_293K, guess_pixel_size_A=0.8)
 
 
+def test_search_given_its_spectrum_is_the_search() -> None:
+    # --rings searches twice (every reflection, then the chosen ones) on one spectrum;
+    # handing the search that spectrum must not change what it finds
+    img = _small_grain_foil()
+    full = gs._spectrum(img, 256)
+    own = gs._search_pixel_size(img, D_LIST, guess_pixel_size_A=None)
+    given = gs._search_pixel_size(img, D_LIST, guess_pixel_size_A=None, full_spectrum=full)
+    assert given == own
+    assert abs(own.pixel_size_A / 0.7 - 1.0) < 0.02  # (the fit refines it)
+    # a spectrum of other tiles is not taken for the unbinned level
+    other = gs._search_pixel_size(
+        img, D_LIST, guess_pixel_size_A=None, full_spectrum=gs._spectrum(img, 512)
+    )
+    assert other == own
+
+
 @pytest.mark.parametrize(
     ("size", "pixel_size_A", "defocus_A", "astig_A", "voltage_kV", "cs_mm", "b_A2", "seed"),
     [

@@ -336,8 +336,13 @@ def fit_ctf_prepared(
     allow_focus_crossing: bool = False,
     start_theta: np.ndarray | None = None,
     max_astigmatism_A: float | None = None,
+    rtol: float = 1e-8,
 ) -> tuple[CTFFit, np.ndarray]:
-    """:func:`fit_ctf` on a prepared spectrum; also returns the internal parameters."""
+    """:func:`fit_ctf` on a prepared spectrum; also returns the internal parameters.
+
+    ``rtol``: the refinement stops after two steps that each lower the residual sum of
+    squares by less than this fraction.
+    """
     lo, hi = (float(defocus_search_A[0]), float(defocus_search_A[1]))
     if not hi > lo:
         raise InputError(f"defocus search range {defocus_search_A} Å is empty")
@@ -372,7 +377,7 @@ def fit_ctf_prepared(
     cands = []
     for _, th in ranked:
         items, _, rss_c, _ = refine(
-            [Item(prep, band_c, th.copy())], cs_mm, free=free, cs_free=False
+            [Item(prep, band_c, th.copy())], cs_mm, free=free, cs_free=False, rtol=rtol
         )
         cands.append((rss_c, items[0].theta))
     cands.sort(key=lambda c: c[0])
@@ -381,7 +386,9 @@ def fit_ctf_prepared(
         # stop where the rings become too fine for the spectrum's sampling
         r_hi = min(prep.r_max_px, max(sampling_limit_px(prep, th, cs_mm), r_coarse))
         band = make_band(prep, prep.r_min_px, r_hi)
-        items, _, rss, inv = refine([Item(prep, band, th.copy())], cs_mm, free=free, cs_free=False)
+        items, _, rss, inv = refine(
+            [Item(prep, band, th.copy())], cs_mm, free=free, cs_free=False, rtol=rtol
+        )
         best = (rss, items[0].theta, inv)
     assert best is not None
     rss, theta, inv = best

@@ -241,8 +241,14 @@ def _resolve_factor_two(
     return cur
 
 
-def _search_profile(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _search_profile(
+    img: np.ndarray, full_spectrum: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Flattened z-score profiles of the alias-unfolded spectrum on a log-frequency grid.
+
+    ``full_spectrum``: the image's own Welch spectrum of 256-pixel tiles when the caller
+    has it (:func:`_spectrum`); the unbinned level then uses it instead of a second pass
+    over the image.
 
     Returns ``(xg, z, za)``: ``xg`` = ln(frequency in cycles/pixel) on a 0.001 grid,
     ``z`` the search profile and ``za`` its mean-power part (see :func:`_level_profile`;
@@ -255,7 +261,10 @@ def _search_profile(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
         if b > 1:
             sub = _bin_image(sub, 4)  # binned step by step from the previous level
         tile = min(256, _pow2_at_most(min(sub.shape)))
-        spec = _spectrum(sub, tile)
+        if b == 1 and full_spectrum is not None and full_spectrum.shape == (tile, tile):
+            spec = full_spectrum
+        else:
+            spec = _spectrum(sub, tile)
         fmax = _SEARCH_MAX_F if b == 1 else 0.45
         x, zz, za = _level_profile(spec, fmax)
         if x.size > 20:
@@ -415,15 +424,18 @@ def _search_pixel_size(
     d_list: Sequence[float],
     *,
     guess_pixel_size_A: float | None,
+    full_spectrum: np.ndarray | None = None,
 ) -> _SearchResult:
     """Best gold pixel size of an image (see :func:`_search_in_profile`).
+
+    ``full_spectrum``: see :func:`_search_profile`.
 
     With a guess the search without it runs first, and its result stands when it is
     accepted (a clear pattern is not overruled: the caller refuses a result far from the
     guess); the guess relaxes the search only when that fails. So a guess never loses an
     image the search alone would measure.
     """
-    xg, z, za = _search_profile(img)
+    xg, z, za = _search_profile(img, full_spectrum)
     try:
         found = _search_in_profile(xg, z, d_list, guess_pixel_size_A=None)
     except CalibrationError:

@@ -1541,15 +1541,27 @@ def _search_with_rings(
 
     One or two chosen rings have no ratio pattern to recognise (any peak matches one ring),
     so the search first uses every gold reflection and falls back to the chosen ones only
-    when that fails.
+    when that fails (both searches share the unbinned spectrum).
     """
     d_every = np.array([d_spacing_A(h, a_A) for h in GOLD_REFLECTIONS])
     if d_used.size == d_every.size and np.allclose(np.sort(d_used), np.sort(d_every)):
         return _search_pixel_size(img, list(d_used), guess_pixel_size_A=guess)
+    tile = min(256, _pow2_at_most(min(img.shape)))
+    full = _spectrum(img, tile) if min(img.shape) >= 128 else None
+
+    def search(d: np.ndarray) -> _SearchResult:
+        return _search_pixel_size(img, list(d), guess_pixel_size_A=guess, full_spectrum=full)
+
     try:
-        return _search_pixel_size(img, list(d_every), guess_pixel_size_A=guess)
+        return search(d_every)
     except CalibrationError:
-        return _search_pixel_size(img, list(d_used), guess_pixel_size_A=guess)
+        return search(d_used)
+
+
+#: Relative RSS change at which the Thon-ring refinements of :func:`_thon_defocus` stop.
+#: The defocus only predicts the rings' CTF shifts: 1e-5 moved it by less than 0.03 Å on
+#: the benchmark images (against 1e-8) and cut the refinement time near focus by a third.
+_THON_RTOL = 1e-5
 
 
 def _thon_defocus(
@@ -1612,6 +1624,7 @@ def _thon_defocus(
                 allow_focus_crossing=allow_focus_crossing,
                 # only the mean defocus is needed: a narrow astigmatism search is enough
                 max_astigmatism_A=5000.0,
+                rtol=_THON_RTOL,
             )
         except bad:
             return None
@@ -1625,7 +1638,11 @@ def _thon_defocus(
         try:
             th0 = np.zeros(4)
             items, _, rss, inv = eng.refine(
-                [eng.Item(prep, band_of(th0), th0)], cs_mm, free=[0, 1, 2], cs_free=False
+                [eng.Item(prep, band_of(th0), th0)],
+                cs_mm,
+                free=[0, 1, 2],
+                cs_free=False,
+                rtol=_THON_RTOL,
             )
             theta = items[0].theta
             fit, theta = finish_fit(prep, theta, cs_mm, band_of(theta), rss, inv, False)
