@@ -66,7 +66,7 @@ def test_truncated_mrc(tmp_path: Path, rng: np.random.Generator) -> None:
     p = write_mrc(tmp_path / "t.mrc", rng.normal(size=(256, 256)))
     raw = p.read_bytes()
     p.write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match=r"cannot read.*shorter than its header"):
         read_image(p)
 
 
