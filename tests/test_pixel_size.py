@@ -187,6 +187,8 @@ def test_analytic_jacobian_matches_finite_differences(
 ) -> None:
     # the variable-projection Jacobian (Golub-Pereyra) against central differences,
     # at the start and at the solution of every joint fit of one image
+    from temcal.calibrate import _ring_ctf as ring_ctf
+    from temcal.calibrate import _ring_model as ring_model
     from temcal.calibrate import pixel_size as ps
 
     def central_differences(f, th):  # type: ignore[no-untyped-def]
@@ -211,7 +213,10 @@ def test_analytic_jacobian_matches_finite_differences(
             checked.append(float((np.linalg.norm(ja - jn, axis=0) / scale).max()))
         return res
 
-    monkeypatch.setattr(ps, "_fit", fit_and_check)
+    # every module that runs the joint fit (the ring fit, its refit, the CTF and the
+    # offset variants)
+    for mod in (ps, ring_model, ring_ctf):
+        monkeypatch.setattr(mod, "_fit", fit_and_check)
     img = ring_image(512, pixel_size_A=0.8, anisotropy_percent=1.0, major_angle_deg=30.0, rng=rng)
     measure_gold_rings(img)
     assert len(checked) >= 4
@@ -234,7 +239,7 @@ def test_broad_ring_slope_from_ring_intensities(monkeypatch: pytest.MonkeyPatch)
     # across each ring shifts it, and the fit alone cannot tell the slope from the
     # position. Taken from the kinematic ring intensities, it gives the pixel size to
     # 0.1 %; without it the same image is > 0.3 % off.
-    from temcal.calibrate import pixel_size as ps
+    from temcal.calibrate import _ring_model as ring_model
 
     img = ring_image(
         1024,
@@ -250,7 +255,7 @@ def test_broad_ring_slope_from_ring_intensities(monkeypatch: pytest.MonkeyPatch)
     assert 30.0 < r.ring_envelope_b_A2 < 55.0  # 40 plus the pixel MTF
     assert r.to_dict()["ring_envelope_b_A2"] == r.ring_envelope_b_A2
     assert abs(r.pixel_size_A / 0.5 - 1.0) < 1.96 * r.pixel_size_se_A / 0.5
-    monkeypatch.setattr(ps, "_envelope_slopes", lambda *a: None)
+    monkeypatch.setattr(ring_model, "_envelope_slopes", lambda *a: None)
     r0 = measure_gold_rings(img, guess_pixel_size_A=0.505)
     assert abs(r0.pixel_size_A / 0.5 - 1.0) > 3e-3
 
@@ -524,6 +529,8 @@ def test_free_ring_offsets_leave_the_scale_to_the_unshifted_rings(
     # a large predicted shift for 111 and none for 200/220 the scale follows 200 and 220
     # and the fitted 111 offset recovers the shift; without the prediction the joint fit
     # is pulled toward 111. The offset model's Jacobian is checked on the way.
+    from temcal.calibrate import _ring_ctf as ring_ctf
+    from temcal.calibrate import _ring_model as ring_model
     from temcal.calibrate import pixel_size as ps
 
     p, shift = 0.6, 0.006
@@ -559,7 +566,10 @@ def test_free_ring_offsets_leave_the_scale_to_the_unshifted_rings(
             jac_err.append(float((np.linalg.norm(ja - jn, axis=0) / scale).max()))
         return res
 
-    monkeypatch.setattr(ps, "_fit", fit_and_check)
+    # every module that runs the joint fit (the ring fit, its refit, the CTF and the
+    # offset variants)
+    for mod in (ps, ring_model, ring_ctf):
+        monkeypatch.setattr(mod, "_fit", fit_and_check)
     res = measure_gold_rings(img)
     rings = {r.hkl: r for r in res.rings}
     assert rings["111"].offset_percent is not None

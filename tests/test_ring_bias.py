@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from temcal.calibrate.pixel_size import _defocus_group_labels, measure_gold_rings
+from temcal.calibrate.pixel_size import measure_gold_rings
+from temcal.calibrate.pixel_size_results import _defocus_group_labels
 from temcal.calibrate.ring_bias import (
     calculate_ring_ctf_bias,
     calculate_worst_ring_ctf_bias,
