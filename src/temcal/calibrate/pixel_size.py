@@ -79,10 +79,9 @@ Method
    rings' predicted shifts differ (the defocus and Cs delocalizations cancel for one
    ring and not for another), the isotropic scale comes from a refit in which every
    ring has a free offset with its predicted shift as prior standard deviation
-   (:func:`_fit_ring_offsets`; the anisotropy and the uncertainties stay those of the
-   fit without offsets). Rings the
-   joint fit cannot see (SNR <= 3, or a degenerate amplitude) are dropped and the fit
-   repeated.
+   (:func:`temcal.calibrate._ring_ctf._fit_ring_offsets`; the anisotropy and the
+   uncertainties stay those of the fit without offsets). Rings the joint fit cannot see
+   (SNR <= 3, or a degenerate amplitude) are dropped and the fit repeated.
 4. **Uncertainty of one image:** the larger of the fit covariance (doubled: the spectrum is
    centrosymmetric, every sample appears at q and -q) and an HC3 sandwich estimate from
    the scatter of the ring radius between 18 sectors of half a turn (spotty rings), plus
