@@ -35,16 +35,12 @@ _IN_FOCUS_A = 500.0
 # free ring offsets (_fit_ring_offsets): used when the largest predicted ring shift is at
 # least this (relative) and the smallest below the ratio times it; offsets bounded
 _OFFSET_MIN_PRIOR = 2e-3
-
 _OFFSET_PRIOR_RATIO = 0.5
-
 _OFFSET_MAX = 0.03
-
 _OFFSET_MIN_SNR = 5.0
 
 # a regular Thon fit below this defocus (Å), or none, is checked against a near-focus start
 _NEAR_FOCUS_CHECK_A = 3000.0
-
 # ... and kept only with this correlation score: spurious near-focus fits of images at
 # 0.06-0.1 µm scored 0.24-0.29, the in-focus 4096² benchmark images 0.82-0.88
 _NEAR_FOCUS_MIN_SCORE = 0.5

@@ -120,6 +120,7 @@ from temcal.calibrate._ring_ctf import (
 from temcal.calibrate._ring_model import (
     _BETA_MAX,
     _MAX_UNFOLDED_F,
+    RING_GEOMETRY_EXPONENT,
     _bounds,
     _coefficient_variances,
     _collect,
@@ -165,6 +166,7 @@ from temcal.spectra.profiles import (
 __all__ = [
     "DEFAULT_TEMPERATURE_K",
     "MIN_RING_DIRECTIONS",
+    "RING_GEOMETRY_EXPONENT",
     "ImagePixelSize",
     "PixelSizeResult",
     "RingFit",
