@@ -577,3 +577,16 @@ def test_free_ring_offsets_leave_the_scale_to_the_unshifted_rings(
     assert abs(rings["111"].offset_percent - 100 * shift) < 0.1
     assert abs(rings["200"].offset_percent) < 0.05
     assert jac_err and max(jac_err) < 1e-2
+
+
+def test_public_names_import_from_pixel_size() -> None:
+    # the API's names stay importable from temcal.calibrate.pixel_size (scripts use them)
+    # after the code behind them moved into modules of their own
+    import temcal.calibrate.pixel_size as ps
+    from temcal.calibrate import pixel_size_results
+
+    for name in ps.__all__:
+        assert hasattr(ps, name), name
+    for name in ("RingFit", "ImagePixelSize", "PixelSizeResult", "combine_image_results"):
+        assert getattr(ps, name) is getattr(pixel_size_results, name)
+    assert ps.RING_GEOMETRY_EXPONENT == 1.0
