@@ -89,6 +89,8 @@ def test_pixel_size_json_contract(gold_files: list[Path], tmp_path: Path) -> Non
         (["--guess", "1e6"], "absurd"),
         (["--guess", "0.95"], "from the guess"),  # rings found 16 % below it: refused
         (["--rings", "110"], "forbidden"),
+        (["--anisotropy-prior", "-1"], "anisotropy prior"),
+        (["--anisotropy-prior", "nan"], "anisotropy prior"),
     ],
 )
 def test_bad_options(gold_files: list[Path], tmp_path: Path, args: list[str], message: str) -> None:

@@ -164,12 +164,14 @@ from temcal.spectra.profiles import (
 )
 
 __all__ = [
+    "ANISOTROPY_PRIOR_PERCENT",
     "DEFAULT_TEMPERATURE_K",
     "MIN_RING_DIRECTIONS",
     "RING_GEOMETRY_EXPONENT",
     "ImagePixelSize",
     "PixelSizeResult",
     "RingFit",
+    "check_anisotropy_prior",
     "combine_image_results",
     "estimate_pixel_size",
     "measure_gold_rings",
@@ -203,6 +205,14 @@ _MIN_ONE_CRYSTAL = 1.5
 # is refused: magnification anisotropy of TEM cameras is a few % at most, and an ellipse
 # through spots of different reflections taken for the same one needs more
 _MAX_FEW_CRYSTAL_ANISOTROPY = 5.0
+#: Prior standard deviation (%) of each component of the magnification anisotropy
+#: (``anisotropy_percent`` times ``cos 2 angle`` and ``sin 2 angle``), centred on 0: the
+#: anisotropy of TEM cameras and projector systems is a few % at most. An image whose own
+#: anisotropy standard error is large (a few crystals' spots) has its anisotropy shrunk
+#: toward 0 and its pixel size toward the isotropic fit's (see ``_with_anisotropy_prior``).
+ANISOTROPY_PRIOR_PERCENT = 2.0
+# the prior is applied when it moves the anisotropy by more than this fraction
+_PRIOR_MIN_SHRINK = 0.05
 # with a guess: a result farther from it (relative) is refused (the rings are probably
 # mislabelled: 111 and 200 lie 15 % apart), and a result this close to it lets the guess
 # assign the reflections of a lone crystal's spots (the single-crystal refusal is waived)
@@ -269,6 +279,7 @@ def measure_gold_rings(
     voltage_kV: float | None = None,
     cs_mm: float = 2.7,
     fit_ctf: bool = False,
+    anisotropy_prior_percent: float = ANISOTROPY_PRIOR_PERCENT,
 ) -> ImagePixelSize:
     """Measure the pixel matrix of one gold image from its lattice rings.
 
@@ -298,6 +309,11 @@ def measure_gold_rings(
         Spherical aberration (mm) for the CTF model of the rings (default 2.7).
     fit_ctf : bool
         Model the CTF modulation of the rings (recommended; off only for diagnostics).
+    anisotropy_prior_percent : float
+        Prior standard deviation (%) of each component of the anisotropy, centred on 0
+        (default ``ANISOTROPY_PRIOR_PERCENT``, 2 %): an anisotropy the image determines
+        poorly (a few crystals' spots) is shrunk toward 0, and the pixel size with it.
+        0 turns the prior off.
 
     Returns
     -------
@@ -313,6 +329,7 @@ def measure_gold_rings(
     """
     a_A, _ = resolve_lattice_constant(lattice_constant_A, temperature_K)
     _check_guess(guess_pixel_size_A)
+    check_anisotropy_prior(anisotropy_prior_percent)
     hkls = parse_rings(rings if rings is None or isinstance(rings, str) else list(rings))
     img, meta, name = _load(image, 0)
     return _measure(
@@ -324,6 +341,7 @@ def measure_gold_rings(
         guess_pixel_size_A,
         _optics(meta, voltage_kV, cs_mm, fit_ctf),
         _optics(meta, voltage_kV, cs_mm, True) or (300.0, 2.7),
+        anisotropy_prior_percent=anisotropy_prior_percent,
     )
 
 
@@ -355,6 +373,16 @@ def _check_guess(guess: float | None) -> None:
         )
 
 
+def check_anisotropy_prior(prior_percent: float) -> None:
+    """Raise :class:`InputError` unless ``prior_percent`` is a usable anisotropy prior (%)."""
+    p = float(prior_percent)
+    if not math.isfinite(p) or not 0.0 <= p <= 100.0:
+        raise InputError(
+            f"anisotropy prior {prior_percent!r} % is absurd; give the standard deviation "
+            "of each anisotropy component in % (default 2; 0 turns the prior off)"
+        )
+
+
 def _header_hint_A(meta: ImageData | None) -> float | None:
     """The file header's pixel size when it is worth suggesting as a guess, else ``None``.
 
@@ -378,16 +406,20 @@ def _measure(
     guess: float | None,
     optics: tuple[float, float] | None,
     ctf_optics: tuple[float, float] = (300.0, 2.7),
+    *,
+    anisotropy_prior_percent: float = ANISOTROPY_PRIOR_PERCENT,
 ) -> ImagePixelSize:
     """Measure one image; a refusal without a guess suggests the header's pixel size.
 
     The header value is never used on its own: on the robustness benchmark's images
     refused without a guess, retrying with it (a header within 3 % of the truth) measured
     12 of 114 more, but 5 of those 12 intervals missed the truth (one result 3.3 % off).
-    So the error names it for the user to confirm with ``--guess``.
+    So the error names it for the user to confirm with ``--guess``. The anisotropy
+    prior (:func:`_with_anisotropy_prior`) is applied last.
     """
     try:
-        return _measure_sparse(img, meta, name, a_A, hkls, guess, optics, ctf_optics)
+        out = _measure_sparse(img, meta, name, a_A, hkls, guess, optics, ctf_optics)
+        return _with_anisotropy_prior(out, anisotropy_prior_percent)
     except CalibrationError as err:
         hint = _header_hint_A(meta) if guess is None else None
         if hint is None:
@@ -639,6 +671,7 @@ def _measure_image(
         lattice_constant_A=a_A,
     )
     out = _finish(model2, res, hk2, radii2, pb, b, n, found, meta, name, a_A)
+    base = out  # (before the ring offsets' scale)
     if fitted is not None and hk_o is not None:
         m_f, r_f = fitted
         try:
@@ -679,9 +712,79 @@ def _measure_image(
             "likely they belong to other reflections than assumed; image more crystals, or "
             "give --rings (and --guess) to assign them yourself"
         )
+    # what the anisotropy prior needs of the free fit (before the offsets' scale)
+    out.diagnostics["free_fit"] = {
+        "W": base.diagnostics["W"],
+        "binning": b,
+        "pixel_size_A": base.pixel_size_A,
+        "sector_prior_inputs": base.diagnostics["sector_prior_inputs"],
+    }
     out = _with_ctf_bias(out, thon, pb, ctf_optics)
     out.diagnostics["spectrum"] = spec.astype(np.float32)
     return out
+
+
+def _with_anisotropy_prior(out: ImagePixelSize, prior_percent: float) -> ImagePixelSize:
+    """Shrink a poorly determined anisotropy toward 0 (prior ``prior_percent``, 0: off).
+
+    In the sector regression of :func:`_sector_scale_se` a relative change of ``W``
+    (spatial frequency per pixel frequency) along direction ``phi`` is
+    ``c + a cos 2 phi + b sin 2 phi``, and the fit's own anisotropy is ``v = (a, b)``
+    (``anisotropy_percent = 200 |v|``) with covariance ``C`` (the reported one). With a
+    prior ``N(0, sp^2 I)`` on ``v`` (``sp = prior_percent / 200``) the
+    posterior mean is ``v - C (C + sp^2 I)^-1 v`` and its covariance
+    ``C - C (C + sp^2 I)^-1 C``. The scale follows the anisotropy's change ``dv`` as in
+    the sectors' weighted regression with ``v`` held fixed: ``dc = -F_00^-1 F_0v dv``
+    (``F`` the sectors' information on ``(c, a, b)``). For full rings ``F_0v`` is about 0
+    and ``C`` small: the result hardly moves. For a few crystals' spots (``ring_directions``
+    of 2-5) the ellipse through the spots of few directions is ill-posed, and its
+    anisotropy error feeds the pixel size; the prior stabilises both. The free fit's
+    ``W``, sector information and covariance come from ``out.diagnostics["free_fit"]``
+    (before the ring offsets rescaled it: their scale ratio is kept).
+    """
+    free = out.diagnostics.get("free_fit")
+    s_free = out.anisotropy_se_percent
+    sp = prior_percent / 200.0
+    if free is None or free["sector_prior_inputs"] is None or not math.isfinite(s_free):
+        return out
+    if sp <= 0.0 or sp * sp / (sp * sp + (s_free / 200.0) ** 2) > 1.0 - _PRIOR_MIN_SHRINK:
+        return out
+    info, cov = (np.asarray(x, dtype=float) for x in free["sector_prior_inputs"])
+    W = np.asarray(free["W"], dtype=float)
+    w0 = math.sqrt(float(np.linalg.det(W)))
+    d = W / w0 - np.eye(2)  # ~ [[a, b], [b, -a]] to first order
+    v = np.array([0.5 * (d[0, 0] - d[1, 1]), 0.5 * (d[0, 1] + d[1, 0])])
+    try:
+        gain = cov @ np.linalg.inv(cov + sp * sp * np.eye(2))
+    except np.linalg.LinAlgError:
+        return out
+    dv = -gain @ v
+    dc = -float(info[0, 1:] @ dv) / float(info[0, 0]) if info[0, 0] > 0 else 0.0
+    cov_post = cov - gain @ cov
+    w_post = W * (1.0 + dc) + w0 * np.array([[dv[0], dv[1]], [dv[1], -dv[0]]])
+    m = np.linalg.inv(w_post) / int(free["binning"])
+    m = 0.5 * (m + m.T) * (out.pixel_size_A / float(free["pixel_size_A"]))
+    geom = decompose_pixel_matrix(m)
+    return replace(
+        out,
+        pixel_matrix_A=((float(m[0, 0]), float(m[0, 1])), (float(m[1, 0]), float(m[1, 1]))),
+        pixel_size_A=geom.pixel_size_A,
+        pixel_size_se_A=out.pixel_size_se_A * geom.pixel_size_A / out.pixel_size_A,
+        pixel_major_A=geom.pixel_major_A,
+        pixel_minor_A=geom.pixel_minor_A,
+        anisotropy_percent=geom.anisotropy_percent,
+        major_angle_deg=geom.major_angle_deg,
+        anisotropy_se_percent=200.0 * math.sqrt(max(0.5 * float(np.trace(cov_post)), 0.0)),
+        free_anisotropy_percent=out.anisotropy_percent,
+        free_pixel_size_A=out.pixel_size_A,
+        diagnostics={
+            **out.diagnostics,
+            "anisotropy_prior": {
+                "prior_percent": prior_percent,
+                "free_anisotropy_se_percent": s_free,
+            },
+        },
+    )
 
 
 def _check_strong_rings_kept(
@@ -900,7 +1003,7 @@ def _sector_scale_se(
     resid: np.ndarray,
     n_sectors: int = 18,
     jitter: float = 0.0,
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, tuple[np.ndarray, np.ndarray] | None]:
     """Relative standard errors of the isotropic scale and of the anisotropy (fractions).
 
     From the scatter between sectors (18 over half a turn: the spectrum is
@@ -973,6 +1076,7 @@ def _sector_scale_se(
     n_dir = float(sig.sum()) ** 2 / max(float(np.sum(sig * sig)), 1e-300) if sig.any() else 0.0
     ok = h > 1e-6 * max(float(h.max()), 1e-300)
     var_mean, cov = 0.0, np.zeros((3, 3))
+    info = None
     if ok.sum() >= 3:
         delta = u[ok] / h[ok]
         hk = h[ok]
@@ -998,6 +1102,7 @@ def _sector_scale_se(
         # the isotropic scale: the sandwich variance of the weighted mean (the full
         # covariance above is unstable for the intercept when few sectors carry the rings)
         var_mean = float(np.sum(hk * hk * e2)) / float(hk.sum()) ** 2
+        info = A.T @ (A * hk[:, None])
     else:  # no sector to regress (one or two spots): the jitter of one spot
         var_mean = jitter * jitter
         cov = np.diag([jitter * jitter, 2.0 * jitter * jitter, 2.0 * jitter * jitter])
@@ -1010,7 +1115,10 @@ def _sector_scale_se(
     scale_se = math.sqrt(max(var_mean, 0.0)) * f_scale
     # a relative radius change a cos 2 phi + b sin 2 phi is an anisotropy of 2 sqrt(a^2 + b^2)
     aniso_se = 2.0 * math.sqrt(max(0.5 * float(cov[1, 1] + cov[2, 2]), 0.0)) * f_aniso
-    return scale_se, aniso_se, n_dir
+    # for the anisotropy prior: the sectors' information on (mean, cos, sin) and the
+    # covariance of the (cos, sin) components as reported
+    prior_in = None if info is None else (info, cov[1:, 1:] * f_aniso * f_aniso)
+    return scale_se, aniso_se, n_dir, prior_in
 
 
 def _finish(
@@ -1065,7 +1173,7 @@ def _finish(
     # sandwich estimate
     # a ring is at least one spectrum pixel wide (the tile's resolution)
     wr = np.maximum(np.asarray(par["w"], dtype=float), 1.0 / (n * pb)) / np.asarray(radii)
-    sec_scale, sec_aniso, n_dir = _sector_scale_se(
+    sec_scale, sec_aniso, n_dir, prior_in = _sector_scale_se(
         model, res.x, coef, resid, jitter=_SPOT_JITTER * float(np.median(wr))
     )
     se_sector = sec_scale * geom.pixel_size_A
@@ -1133,6 +1241,7 @@ def _finish(
         "envelope_b_A2": model.envelope_b_A2,
         "ring_slopes_A": model.ring_slopes.copy(),
         "ring_offsets": None if offsets is None else np.array(offsets, dtype=float),
+        "sector_prior_inputs": prior_in,
     }
     return ImagePixelSize(
         file=name,
@@ -1170,6 +1279,7 @@ def estimate_pixel_size(
     cs_mm: float = 2.7,
     fit_ctf: bool = False,
     skip_refused: bool = False,
+    anisotropy_prior_percent: float = ANISOTROPY_PRIOR_PERCENT,
 ) -> PixelSizeResult:
     """Joint pixel size and anisotropic magnification from one or more gold images.
 
@@ -1200,6 +1310,9 @@ def estimate_pixel_size(
         pattern that fails a consistency check) and combine the others; they are listed
         in ``PixelSizeResult.refused``. By default one such image is an error. Unreadable
         or blank images are errors either way.
+    anisotropy_prior_percent : float
+        Prior standard deviation (%) of each anisotropy component, centred on 0 (see
+        :func:`measure_gold_rings`; 0 turns it off).
 
     Returns
     -------
@@ -1214,6 +1327,7 @@ def estimate_pixel_size(
     """
     a_A, t_K = resolve_lattice_constant(lattice_constant_A, temperature_K)
     _check_guess(guess_pixel_size_A)
+    check_anisotropy_prior(anisotropy_prior_percent)
     hkls = parse_rings(rings if rings is None or isinstance(rings, str) else list(rings))
     if isinstance(images, str | Path | ImageData) or (
         isinstance(images, np.ndarray) and images.ndim == 2
@@ -1230,7 +1344,19 @@ def estimate_pixel_size(
         try:
             optics = _optics(meta, voltage_kV, cs_mm, fit_ctf)
             ctf_optics = _optics(meta, voltage_kV, cs_mm, True) or (300.0, 2.7)
-            per.append(_measure(img, meta, name, a_A, hkls, guess_pixel_size_A, optics, ctf_optics))
+            per.append(
+                _measure(
+                    img,
+                    meta,
+                    name,
+                    a_A,
+                    hkls,
+                    guess_pixel_size_A,
+                    optics,
+                    ctf_optics,
+                    anisotropy_prior_percent=anisotropy_prior_percent,
+                )
+            )
         except CalibrationError as exc:
             label = name or f"image {i}"
             if not skip_refused:

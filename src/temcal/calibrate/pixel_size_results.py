@@ -146,6 +146,11 @@ class ImagePixelSize:
         Set when the image was measured on its crystal tiles alone (sparse crystals,
         see :func:`temcal.spectra.crystal_tiles.find_crystal_tiles`): the fraction of
         128-pixel tiles that hold spots; ``None`` when the whole image was used.
+    free_anisotropy_percent, free_pixel_size_A : float or None
+        Set when the anisotropy prior moved the result (an anisotropy the image
+        determines poorly, see ``anisotropy_prior_percent`` of
+        :func:`temcal.calibrate.pixel_size.measure_gold_rings`): the fit's own anisotropy
+        (%) and pixel size (Å) before it; ``None`` when the prior left the fit as it was.
     """
 
     file: str | None
@@ -172,6 +177,8 @@ class ImagePixelSize:
     min_unshifted_defocus_A: float | None = None
     crystal_tile_fraction: float | None = None
     thon_sign_ambiguous: bool = False
+    free_anisotropy_percent: float | None = None
+    free_pixel_size_A: float | None = None
     diagnostics: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -200,6 +207,8 @@ class ImagePixelSize:
             "min_unshifted_defocus_A": self.min_unshifted_defocus_A,
             "crystal_tile_fraction": self.crystal_tile_fraction,
             "thon_sign_ambiguous": self.thon_sign_ambiguous,
+            "free_anisotropy_percent": self.free_anisotropy_percent,
+            "free_pixel_size_A": self.free_pixel_size_A,
         }
 
 

@@ -71,6 +71,18 @@ def pixel_size(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace existing output files.")
     ] = False,
+    anisotropy_prior: Annotated[
+        float,
+        typer.Option(
+            "--anisotropy-prior",
+            help=(
+                "Prior standard deviation in % of each anisotropy component, centred on "
+                "0: an anisotropy the image determines poorly (a few crystals' spots) is "
+                "shrunk toward 0, and the pixel size with it; full rings are left as "
+                "they are. 0 turns it off."
+            ),
+        ),
+    ] = 2.0,
     skip_refused: Annotated[
         bool,
         typer.Option(
@@ -84,12 +96,17 @@ def pixel_size(
     ] = False,
 ) -> None:
     """Measure the pixel size and magnification anisotropy from gold lattice rings."""
-    from temcal.calibrate.pixel_size import estimate_pixel_size, resolve_lattice_constant
+    from temcal.calibrate.pixel_size import (
+        check_anisotropy_prior,
+        estimate_pixel_size,
+        resolve_lattice_constant,
+    )
     from temcal.io.output import check_output_path, write_json
     from temcal.physics.gold import parse_rings
 
     # validate every option and output before any work
     resolve_lattice_constant(lattice_constant, temperature)
+    check_anisotropy_prior(anisotropy_prior)
     parse_rings(rings)
     for p in (json_path, plot_path):
         if p is not None:
@@ -107,6 +124,7 @@ def pixel_size(
             rings=rings,
             progress=advance,
             skip_refused=skip_refused,
+            anisotropy_prior_percent=anisotropy_prior,
         )
     for name, why in result.refused:
         err_console.print(f"note: left out {name}: {why}")
@@ -163,6 +181,15 @@ def _print_result(result: PixelSizeResult) -> None:
             f"note: the rings are the spots of few crystals (~{min(dirs):.1f} independent "
             "directions of 18): the anisotropy is poorly determined and the intervals "
             "are widened; a larger field or more images give more crystals"
+        )
+    moved = [im for im in result.images if im.free_anisotropy_percent is not None]
+    if moved:
+        most = max(moved, key=lambda m: abs(m.pixel_size_A / (m.free_pixel_size_A or 1.0) - 1))
+        err_console.print(
+            f"note: the anisotropy of {len(moved)} image(s) is poorly determined and was "
+            "shrunk toward 0 by the prior (--anisotropy-prior, 0 turns it off); e.g. "
+            f"{most.free_anisotropy_percent:.2f} -> {most.anisotropy_percent:.2f} %, pixel "
+            f"size {most.free_pixel_size_A:.5f} -> {most.pixel_size_A:.5f} Å/px"
         )
     sparse = [im.crystal_tile_fraction for im in result.images]
     if any(f is not None for f in sparse):
