@@ -81,6 +81,26 @@ def test_pixel_size_json_contract(gold_files: list[Path], tmp_path: Path) -> Non
     assert json.loads(out.read_text())["lattice_constant_A"] == pytest.approx(4.06565, abs=1e-4)
 
 
+def test_anisotropy_prior_option_is_reported(gold_files: list[Path], tmp_path: Path) -> None:
+    # a prior far below the image's own anisotropy error (~0.05 %) moves the 1 % fitted
+    # anisotropy: the CLI says so, and the JSON keeps the free fit's values
+    out = tmp_path / "r.json"
+    args = ["pixel-size", str(gold_files[0]), "--json", str(out)]
+    res = runner.invoke(app, [*args, "--anisotropy-prior", "0.02"])
+    assert res.exit_code == 0, res.output
+    assert "shrunk toward 0 by the prior" in " ".join(res.output.split())
+    im = json.loads(out.read_text())["images"][0]
+    assert im["free_anisotropy_percent"] == pytest.approx(1.0, abs=0.2)
+    assert im["anisotropy_percent"] < 0.5 * im["free_anisotropy_percent"]
+    # the default prior (2 %) leaves these full rings alone
+    res = runner.invoke(app, [*args, "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert "shrunk toward 0" not in " ".join(res.output.split())
+    im = json.loads(out.read_text())["images"][0]
+    assert im["free_anisotropy_percent"] is None
+    assert im["anisotropy_percent"] == pytest.approx(1.0, abs=0.2)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -95,10 +95,17 @@ def plot_pixel_size(
     ax1.set_ylabel("power (a.u.)")
     ax1.set_yscale("log")
     ax1.legend(fontsize=8)
-    ax1.set_title(
+    title = (
         f"p = {im.pixel_size_A:.5f} Å/px, anisotropy {im.anisotropy_percent:.3f} % "
         f"at {im.major_angle_deg:.1f}°"
     )
+    if im.free_anisotropy_percent is not None:
+        # the anisotropy prior moved the result: the curves are the free fit's
+        title += (
+            f"\n(anisotropy prior applied; ellipses and model of the free fit: "
+            f"{im.free_pixel_size_A:.5f} Å/px, {im.free_anisotropy_percent:.3f} %)"
+        )
+    ax1.set_title(title, fontsize=9 if im.free_anisotropy_percent is not None else None)
     fig.suptitle(
         f"temcal pixel-size: {result.pixel_size_A:.5f} ± {result.pixel_size_ci95_A:.5f} Å/px "
         f"({result.n_images} image(s); {im.file or 'array'})",
