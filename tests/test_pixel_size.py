@@ -468,7 +468,7 @@ def test_a_refusal_suggests_the_header_pixel_size() -> None:
     # The header's value is only suggested, never used on its own.
     from temcal.io.images import ImageData
 
-    img = ring_image(1024, pixel_size_A=0.9, ring_amplitude=0.12, rng=np.random.default_rng(3))
+    img = ring_image(1024, pixel_size_A=0.9, ring_amplitude=0.11, rng=np.random.default_rng(3))
     with pytest.raises(CalibrationError, match=r"no gold lattice.*header records 0\.93 Å/px"):
         measure_gold_rings(ImageData(data=img, pixel_size_A=0.93))
     r = measure_gold_rings(img, guess_pixel_size_A=0.93)
@@ -481,6 +481,34 @@ def test_a_refusal_suggests_the_header_pixel_size() -> None:
     with pytest.raises(CalibrationError) as exc:
         measure_gold_rings(ImageData(data=img, pixel_size_A=0.93), guess_pixel_size_A=2.5)
     assert "header" not in str(exc.value)
+
+
+def test_a_weak_search_candidate_stands_when_the_fit_confirms_two_rings() -> None:
+    # faint rings score 3.9 in the search (below 4.5): the fit must find two of 111, 200
+    # and 220 for the candidate to stand
+    img = ring_image(1024, pixel_size_A=0.9, ring_amplitude=0.12, rng=np.random.default_rng(3))
+    r = measure_gold_rings(img)
+    assert 3.5 <= r.search_significance < 4.5
+    assert [x.hkl for x in r.rings] == ["111", "200"]
+    assert abs(r.pixel_size_A / 0.9 - 1.0) < 2e-3
+    # one ring fitted cannot confirm it: the search's refusal stands
+    with pytest.raises(CalibrationError, match=r"scores 3\.\d < 4\.5, and its fit did not confirm"):
+        measure_gold_rings(img, rings="111")
+
+
+def test_an_anisotropy_beyond_cameras_is_refused_unless_rings_are_chosen() -> None:
+    # 7 % (after the prior, which leaves full rings alone): more than TEM cameras show,
+    # as when astigmatic Thon rings pass for gold; chosen rings accept it
+    img = ring_image(
+        1024, pixel_size_A=0.9, anisotropy_percent=7.0, major_angle_deg=30.0,
+        rng=np.random.default_rng(1),
+    )  # fmt: skip
+    with pytest.raises(CalibrationError, match=r"anisotropy of 6\.\d %.*more than TEM cameras"):
+        measure_gold_rings(img)
+    r = measure_gold_rings(img, rings="111,200,220,311")
+    assert abs(r.anisotropy_percent - 7.0) < 0.5
+    assert abs(r.major_angle_deg - 30.0) < 3.0
+    assert abs(r.pixel_size_A / 0.9 - 1.0) < 3e-3
 
 
 def _image_result(p: float, se: float, aniso_se: float) -> object:

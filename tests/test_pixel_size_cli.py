@@ -310,7 +310,7 @@ def test_sparse_particles_note_and_json(tmp_path: Path) -> None:
 
 
 def test_refusal_suggests_the_header_pixel_size(tmp_path: Path) -> None:
-    img = ring_image(1024, pixel_size_A=0.9, ring_amplitude=0.12, rng=np.random.default_rng(3))
+    img = ring_image(1024, pixel_size_A=0.9, ring_amplitude=0.11, rng=np.random.default_rng(3))
     f = write_mrc(tmp_path / "faint.mrc", img, pixel_size_A=0.93)
     out = tmp_path / "r.json"
     res = runner.invoke(app, ["pixel-size", str(f), "--json", str(out)])

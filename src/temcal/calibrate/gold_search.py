@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
@@ -30,6 +30,11 @@ SEARCH_RANGE_A = (0.025, 6.0)
 # see tests/test_pixel_size_search.py): score, number of rings standing out on their own,
 # and how far the best candidate stands above the best unrelated one
 _MIN_SIGNIFICANCE = 4.5
+# without a guess, a candidate scoring between this and _MIN_SIGNIFICANCE (that passes the
+# other checks) is returned flagged ``weak``: the caller measures it and keeps the result
+# only when the fit confirms two of the 111, 200 and 220 rings (3 nm grains score 3.9-4.0:
+# their very broad rings stand out less above their flanks)
+_MIN_SIGNIFICANCE_CONFIRMED = 3.5
 _MIN_SIGNIFICANCE_GUESS = 3.0
 _MIN_RING_PEAK = 3.0
 _MIN_DETECTED_PEAK = 3.0
@@ -102,6 +107,11 @@ class _SearchResult:
     pixel_size_A: float
     significance: float
     n_rings: int
+    #: scored below ``_MIN_SIGNIFICANCE`` (but at least ``_MIN_SIGNIFICANCE_CONFIRMED``):
+    #: the result stands only when the ring fit confirms it (see ``_search_in_profile``)
+    weak: bool = False
+    #: why a weak candidate was not accepted outright (for the caller's refusal)
+    problem: str = ""
 
 
 def _radial_median(spec: np.ndarray, step: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
@@ -437,13 +447,45 @@ def _search_pixel_size(
     """
     xg, z, za = _search_profile(img, full_spectrum)
     try:
-        found = _search_in_profile(xg, z, d_list, guess_pixel_size_A=None)
+        found = _search_in_profile(
+            xg, z, d_list, guess_pixel_size_A=None, allow_weak=guess_pixel_size_A is None
+        )
     except CalibrationError:
         if guess_pixel_size_A is None:
             raise
         found = _search_in_profile(xg, z, d_list, guess_pixel_size_A=guess_pixel_size_A)
     p = _refine_pixel_size(xg, za, d_list, found.pixel_size_A)
-    return _SearchResult(pixel_size_A=p, significance=found.significance, n_rings=found.n_rings)
+    return replace(found, pixel_size_A=p)
+
+
+def _no_clear_pattern(
+    p: float, problem: str, d_arr: np.ndarray, *, guessed: bool
+) -> CalibrationError:
+    """The refusal of a best candidate (pixel size ``p``, Å/px) that failed ``problem``."""
+    return CalibrationError(
+        "no gold lattice rings found in the power spectrum (best candidate pixel size "
+        f"{p:.4g} Å/px {problem}); is there gold in the image? "
+        + (
+            "(--rings may help with weak rings)"
+            if guessed
+            else "(--guess or --rings may help with weak rings)"
+        )
+        + (
+            ". " + hint
+            if (hint := _all_aliased_hint(p, d_arr, "If the pixel size is near"))
+            else ""
+        )
+    )
+
+
+def weak_candidate_refusal(found: _SearchResult, d_list: Sequence[float]) -> CalibrationError:
+    """The search's refusal of a ``weak`` candidate that the ring fit did not confirm."""
+    return _no_clear_pattern(
+        found.pixel_size_A,
+        found.problem + ", and its fit did not confirm two of the 111, 200 and 220 rings",
+        np.asarray(d_list, dtype=float),
+        guessed=False,
+    )
 
 
 def _search_in_profile(
@@ -452,6 +494,7 @@ def _search_in_profile(
     d_list: Sequence[float],
     *,
     guess_pixel_size_A: float | None,
+    allow_weak: bool = False,
 ) -> _SearchResult:
     """Best gold pixel size for a search profile (see :func:`_search_profile`).
 
@@ -528,25 +571,17 @@ def _search_in_profile(
     # a guess leaves few candidates (and no factor-of-1.6 confusion): weaker rings do
     min_sig = _MIN_SIGNIFICANCE if guess_pixel_size_A is None else _MIN_SIGNIFICANCE_GUESS
     min_det = min(2, len(d_list)) if guess_pixel_size_A is None else 1
+    ambiguous = second > _MAX_SECOND_RATIO * sig and sig - second < _MIN_SECOND_MARGIN
     if sig < min_sig:
         problem = f"scores {sig:.1f} < {min_sig:g}"
+        if allow_weak and sig >= _MIN_SIGNIFICANCE_CONFIRMED and n_det >= min_det and not ambiguous:
+            return _SearchResult(
+                pixel_size_A=p, significance=sig, n_rings=n_det, weak=True, problem=problem
+            )
     elif n_det < min_det:
         problem = f"only {n_det} ring(s) stand out"
-    elif second > _MAX_SECOND_RATIO * sig and sig - second < _MIN_SECOND_MARGIN:
+    elif ambiguous:
         problem = f"scores {sig:.1f}, ambiguous with another pixel size scoring {second:.1f}"
     if problem is not None:
-        raise CalibrationError(
-            "no gold lattice rings found in the power spectrum (best candidate pixel size "
-            f"{p:.4g} Å/px {problem}); is there gold in the image? "
-            + (
-                "(--guess or --rings may help with weak rings)"
-                if guess_pixel_size_A is None
-                else "(--rings may help with weak rings)"
-            )
-            + (
-                ". " + hint
-                if (hint := _all_aliased_hint(p, d_arr, "If the pixel size is near"))
-                else ""
-            )
-        )
+        raise _no_clear_pattern(p, problem, d_arr, guessed=guess_pixel_size_A is not None)
     return _SearchResult(pixel_size_A=p, significance=sig, n_rings=n_det)
