@@ -22,11 +22,14 @@ Method
    stand out. The best one is accepted only if it scores >= 4.5, two of its rings stand out
    (one ring alone cannot tell 111 from 200 or 220), and no unrelated candidate comes close
    (ratio > 0.7 and margin < 6); else :class:`~temcal.errors.CalibrationError` ("no gold
-   lattice rings found"). A guess relaxes these only when they fail (within ×1.25 of
-   it: score >= 3 and one ring); a result more than 10 % from a guess is refused
-   (mislabelled reflections). These
+   lattice rings found"). Without a guess, a best candidate that passes the other checks
+   but scores only 3.5-4.5 (the broad rings of 3 nm grains) is measured, and kept only if
+   the ring fit confirms two of the 111, 200 and 220 rings. A guess relaxes these only
+   when they fail (within ×1.25 of it: score >= 3 and one ring); a result more than 10 %
+   from a guess is refused (mislabelled reflections). These
    thresholds were tuned on simulated gold and amorphous carbon images (none of 140
-   carbon-only images passed). The best candidate is then refined within ±0.6 % on the
+   carbon-only images passed; one of 260 later ones did, and is now refused by the
+   anisotropy limit in step 3). The best candidate is then refined within ±0.6 % on the
    mean-power profile of its rings inside Nyquist. Factor two: ``d_222 = d_111 / 2`` and
    ``d_400 = d_200 / 2``, so ``p / 2`` puts its 222 and 400 rings on the 111 and 200 rings
    of ``p``; a best candidate whose own 111 and 200 rings are not seen while those of twice
@@ -81,7 +84,10 @@ Method
    ring has a free offset with its predicted shift as prior standard deviation
    (:func:`temcal.calibrate._ring_ctf._fit_ring_offsets`; the anisotropy and the
    uncertainties stay those of the fit without offsets). Rings the joint fit cannot see
-   (SNR <= 3, or a degenerate amplitude) are dropped and the fit repeated.
+   (SNR <= 3, or a degenerate amplitude) are dropped and the fit repeated. A result
+   whose anisotropy (after the prior of :func:`_with_anisotropy_prior`) exceeds
+   ``_MAX_ANISOTROPY`` (5 %) is refused unless the rings were chosen: more than TEM
+   cameras show (astigmatic Thon rings of a film once passed for gold with 5.5 %).
 4. **Uncertainty of one image:** the larger of the fit covariance (doubled: the spectrum is
    centrosymmetric, every sample appears at q and -q) and an HC3 sandwich estimate from
    the scatter of the ring radius between 18 sectors of half a turn (spotty rings), plus
