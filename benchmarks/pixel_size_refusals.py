@@ -1,7 +1,7 @@
 """Images without a measurable gold pattern must be refused, not given a pixel size.
 
 Run: ``OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/pixel_size_refusals.py`` (about
-3 min on 2 cores, gold simulations cached in ``--cache``). Writes the
+7 min on 2 cores, gold simulations cached in ``--cache``). Writes the
 ``pixel_size_refusals`` section of docs/benchmarks.md.
 
 Two sets. **All-aliased gold**:
@@ -128,7 +128,7 @@ def _reason(msg: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20, help="all-aliased gold images")
-    ap.add_argument("--n-no-gold", type=int, default=60, help="amorphous-film images")
+    ap.add_argument("--n-no-gold", type=int, default=260, help="amorphous-film images")
     ap.add_argument("--cache", default="/tmp/temcal-refusals-cache")
     ap.add_argument("--jobs", type=int, default=2)
     a = ap.parse_args()
