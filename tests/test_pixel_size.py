@@ -483,6 +483,29 @@ def test_a_refusal_suggests_the_header_pixel_size() -> None:
     assert "header" not in str(exc.value)
 
 
+def test_the_result_does_not_depend_on_where_the_guess_puts_the_search_grid() -> None:
+    # rings refused without a guess, so the guess sets the search range: the candidates
+    # lie on a fixed grid, so guesses a few per cent apart (or differing in the last
+    # bit) start the fit at the same pixel size and give the same result
+    img = ring_image(1024, pixel_size_A=0.9, ring_amplitude=0.11, rng=np.random.default_rng(3))
+    results = [
+        measure_gold_rings(img, guess_pixel_size_A=g).pixel_size_A
+        for g in (0.93, 0.93 * (1.0 + 1e-15), 0.92, 0.95)
+    ]
+    assert max(results) - min(results) < 1e-12
+    assert abs(results[0] / 0.9 - 1.0) < 2e-3
+
+
+def test_joint_fit_bins_are_narrow_against_the_narrowest_ring() -> None:
+    from temcal.calibrate.pixel_size import _stage2_bin_width
+
+    n, pb = 512, 0.8
+    px = 1.0 / (n * pb)  # one spectrum pixel (1/Å)
+    assert _stage2_bin_width(0.8 * px, n, pb) == pytest.approx(0.1 * px)  # large crystals
+    assert _stage2_bin_width(1.6 * px, n, pb) == pytest.approx(0.2 * px)
+    assert _stage2_bin_width(8.0 * px, n, pb) == pytest.approx(0.4 * px)  # broad rings
+
+
 def test_a_weak_search_candidate_stands_when_the_fit_confirms_two_rings() -> None:
     # faint rings score 3.9 in the search (below 4.5): the fit must find two of 111, 200
     # and 220 for the candidate to stand

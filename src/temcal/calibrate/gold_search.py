@@ -389,7 +389,10 @@ def _score_candidates(
     z0 = np.nan_to_num(z, nan=0.0)
     inside = np.isfinite(z).astype(float)
     plo, phi = p_range
-    lp = np.arange(math.log(plo), math.log(phi), 0.0005)
+    # a fixed grid (multiples of the step, not anchored at the range's end): the
+    # candidates, and the fit started from the best, do not move with the guess
+    step = 0.0005
+    lp = np.arange(math.ceil(math.log(plo) / step), math.floor(math.log(phi) / step) + 1) * step
     lnd = np.log(np.asarray(d_list, dtype=float))
     offsets = list(-lnd)  # ln(p / d) - ln p
     total = np.zeros_like(lp)
