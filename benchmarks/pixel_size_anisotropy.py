@@ -77,11 +77,43 @@ SPECIMENS = [
 ]
 
 
-def _simulate(args: tuple[Specimen, int, str, str]) -> str:
+def lens_images(
+    phase: np.ndarray, pixel_matrix: np.ndarray, defocus_A: float, variants: tuple[str, ...]
+) -> dict[str, np.ndarray]:
+    """The noise-free images of one oversampled (x2) gold phase that ``variants`` name.
+
+    ``"projected phase"`` (the phase itself, binned to the detector), ``"weak phase + lens"``
+    (phase x WEAK_SCALE through the lens) and ``"strong phase + lens"`` (the full phase);
+    the lens: ``defocus_A``, Cs 2.7 mm, 300 kV, 7 % amplitude contrast, no envelope.
+    """
     from temcal.physics.ctf import calculate_chi
+    from temcal.simulate.imaging import amplitude_contrast_absorption, form_image
+
+    ny, nx = phase.shape[0] // 2, phase.shape[1] // 2
+
+    def chi(gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+        return calculate_chi(gx, gy, defocus_u_A=defocus_A, cs_mm=2.7, voltage_kV=300.0)
+
+    out = {}
+    for v in variants:
+        if v == "projected phase":
+            img = phase.reshape(ny, 2, nx, 2).mean(axis=(1, 3))
+        else:
+            scale = WEAK_SCALE if v == "weak phase + lens" else 1.0
+            img = form_image(
+                phase * scale,
+                pixel_matrix_A=pixel_matrix,
+                oversample=2,
+                chi=chi,
+                absorption=amplitude_contrast_absorption(0.07),
+            )
+        out[v] = np.asarray(img, dtype=np.float32)
+    return out
+
+
+def _simulate(args: tuple[Specimen, int, str, str]) -> str:
     from temcal.physics.magnification import pixel_matrix_A
     from temcal.simulate.gold import place_gold_grains, render_gold_phase, simulate_gold_image
-    from temcal.simulate.imaging import amplitude_contrast_absorption, form_image
 
     spec, seed, variant, cache = args
     key = json.dumps([asdict(spec), seed, variant, SIZE, SIM_VERSION])
@@ -122,51 +154,46 @@ def _simulate(args: tuple[Specimen, int, str, str]) -> str:
             lattice_constant_A=LATTICE_A,
             carbon_phase_rms=0.0,
         )
-        if variant == "projected phase":
-            img = phase.reshape(SIZE, 2, SIZE, 2).mean(axis=(1, 3))
-        else:
-            scale = WEAK_SCALE if variant == "weak phase + lens" else 1.0
-
-            def chi(gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
-                return calculate_chi(
-                    gx, gy, defocus_u_A=spec.defocus_A, cs_mm=2.7, voltage_kV=300.0
-                )
-
-            img = form_image(
-                phase * scale,
-                pixel_matrix_A=m,
-                oversample=2,
-                chi=chi,
-                absorption=amplitude_contrast_absorption(0.07),
-            )
+        img = lens_images(phase, m, spec.defocus_A, (variant,))[variant]
     np.save(path, np.asarray(img, dtype=np.float32))
     return str(path)
 
 
-def _vector(aniso: float, angle_deg: float) -> np.ndarray:
+def anisotropy_vector(aniso: float, angle_deg: float) -> np.ndarray:
+    """The anisotropy as the vector ``(a cos 2θ, a sin 2θ)`` (percent)."""
     t = math.radians(2.0 * angle_deg)
     return np.array([aniso * math.cos(t), aniso * math.sin(t)])
 
 
-def _measure(args: tuple[str, Specimen, str]) -> dict:
+def measure_against_truth(
+    img: np.ndarray, pixel_size_A: float, anisotropy_percent: float, angle_deg: float
+) -> dict:
+    """Measure ``img`` with the true pixel size as a guess; signed errors, or the refusal."""
     from temcal.calibrate.pixel_size import measure_gold_rings
     from temcal.errors import TemcalError
 
-    path, spec, variant = args
-    p = spec.pixel_size_A
+    p = pixel_size_A
     try:
-        r = measure_gold_rings(np.load(path), lattice_constant_A=LATTICE_A, guess_pixel_size_A=p)
+        r = measure_gold_rings(img, lattice_constant_A=LATTICE_A, guess_pixel_size_A=p)
     except TemcalError as exc:
-        return {"label": spec.label, "variant": variant, "refused": str(exc)[:80]}
-    d = _vector(r.anisotropy_percent, r.major_angle_deg) - _vector(ANISO_PERCENT, ANGLE_DEG)
+        return {"refused": str(exc)[:80]}
+    d = anisotropy_vector(r.anisotropy_percent, r.major_angle_deg) - anisotropy_vector(
+        anisotropy_percent, angle_deg
+    )
     return {
-        "label": spec.label,
-        "variant": variant,
         "err": 100.0 * (r.pixel_size_A / p - 1.0),
+        "se": 100.0 * r.pixel_size_se_A / p,
         "aniso_err": float(np.hypot(*d)),
         "aniso_se": r.anisotropy_se_percent,
         "directions": r.ring_directions,
+        "rings": ",".join(x.hkl for x in r.rings),
     }
+
+
+def _measure(args: tuple[str, Specimen, str]) -> dict:
+    path, spec, variant = args
+    res = measure_against_truth(np.load(path), spec.pixel_size_A, ANISO_PERCENT, ANGLE_DEG)
+    return {"label": spec.label, "variant": variant, **res}
 
 
 def _rows(res: list[dict]) -> list[list[str]]:
