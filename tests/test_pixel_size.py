@@ -220,6 +220,19 @@ def test_analytic_jacobian_matches_finite_differences(
     img = ring_image(512, pixel_size_A=0.8, anisotropy_percent=1.0, major_angle_deg=30.0, rng=rng)
     measure_gold_rings(img)
     assert len(checked) >= 4
+    # with the CTF modulation of the rings (defocus, phase offset and depth fitted)
+    checked_ctf: list[float] = []
+
+    def fit_ctf_and_check(model, th0, lower, upper, geom_span=0.012):  # type: ignore[no-untyped-def]
+        n_before = len(checked)
+        res = fit_and_check(model, th0, lower, upper, geom_span)
+        if model.with_ctf:
+            checked_ctf.extend(checked[n_before:])
+        return res
+
+    monkeypatch.setattr(ring_ctf, "_fit", fit_ctf_and_check)
+    measure_gold_rings(img, fit_ctf=True)
+    assert len(checked_ctf) >= 2
     assert max(checked) < 1e-3
 
 

@@ -58,6 +58,47 @@ def _pseudo_voigt(x: np.ndarray, w: float | np.ndarray, eta: float) -> np.ndarra
     return (1.0 - eta) * np.exp(-0.5 * t * t) + eta / (1.0 + (t / hwhm) ** 2)
 
 
+class _Normal:
+    """Normal equations of a weighted design (columns scaled to unit norm), factorized once.
+
+    Shared by a model's residual and its Jacobian at the same parameters (the
+    variable-projection Jacobian needs the same projector the residual used).
+    """
+
+    def __init__(self, full: np.ndarray) -> None:
+        from scipy import linalg
+
+        norm = np.sqrt(np.einsum("ij,ij->j", full, full))
+        self.norm = norm
+        self.live = norm > 1e-12 * max(float(norm.max()), 1e-300)
+        self.Xn = full[:, self.live] / norm[self.live]
+        A = self.Xn.T @ self.Xn + 1e-10 * np.eye(self.Xn.shape[1])
+        self._A = A
+        try:
+            self._cho: Any = linalg.cho_factor(A, check_finite=False)
+        except linalg.LinAlgError:
+            self._cho = None
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        """``A^-1 b`` for the normal matrix ``A`` of the scaled live columns."""
+        if self._cho is not None:
+            from scipy import linalg
+
+            return np.asarray(linalg.cho_solve(self._cho, b, check_finite=False))
+        return np.linalg.solve(self._A, b)
+
+    def projection_terms(self, Dc: np.ndarray, DTr: np.ndarray) -> np.ndarray:
+        """``P Dc + (X^+)^T DTr`` of the variable-projection Jacobian (Golub and Pereyra).
+
+        ``Dc``: ``(m, k)`` derivatives of the design times its coefficients;
+        ``DTr``: ``(n_columns, k)`` the derivatives' transposes times the residuals.
+        """
+        Xn, live = self.Xn, self.live
+        term1 = Dc - Xn @ self.solve(Xn.T @ Dc)
+        term2 = Xn @ self.solve(DTr[live] / self.norm[live][:, None])
+        return term1 + term2
+
+
 class _RingModel:
     """Variable-projection model of the spectrum samples near the rings."""
 
@@ -168,19 +209,17 @@ class _RingModel:
             for j in range(n_loc):
                 full[rows, self.d.sector * n_loc + j] = Xw[:, j]
             full[:, K * n_loc :] = Xw[:, n_loc:]
-        norm = np.sqrt(np.einsum("ij,ij->j", full, full))
-        live = norm > 1e-12 * max(float(norm.max()), 1e-300)
-        Xn = full[:, live] / norm[live]
-        A = Xn.T @ Xn + 1e-10 * np.eye(Xn.shape[1])
+        normal = _Normal(full)
         sol = np.zeros(full.shape[1])
         try:
-            sol[live] = np.linalg.solve(A, Xn.T @ yw) / norm[live]
+            sol[normal.live] = normal.solve(normal.Xn.T @ yw) / normal.norm[normal.live]
         except np.linalg.LinAlgError:
-            sol[live] = np.linalg.lstsq(full[:, live], yw, rcond=None)[0]
+            sol[normal.live] = np.linalg.lstsq(full[:, normal.live], yw, rcond=None)[0]
         coef = np.zeros((K, c))
         coef[:, :n_loc] = sol[: K * n_loc].reshape(K, n_loc)
         coef[:, n_loc:] = sol[K * n_loc :]
         self.last_full = full
+        self._normal = normal
         return yw - full @ sol, coef, X
 
     def residual(self, th: np.ndarray) -> np.ndarray:
@@ -194,7 +233,7 @@ class _RingModel:
         With ``r = P y`` (``P`` the projector onto the complement of the weighted
         design's columns) and ``D_k = dX_w / dtheta_k``:
         ``dr/dtheta_k = -(P D_k c + (X_w^+)^T D_k^T r)``. Every derivative of the design
-        is analytic. Only for the model without the CTF modulation and one sector.
+        is analytic, the CTF modulation's included. Only for one sector.
         """
         last = getattr(self, "_last", None)
         if last is None or not np.array_equal(last[0], th):
@@ -208,9 +247,35 @@ class _RingModel:
         ux = W[0, 0] * d.qx + W[0, 1] * d.qy
         uy = W[1, 0] * d.qx + W[1, 1] * d.qy
         s = np.hypot(ux, uy)
-        mod = self.modulation(s, par)
         beta, eta = float(par["beta"]), float(par["eta"])
+        e_mod = np.exp(-beta * (s - self.s_ref))
         nr, nseg = self.nr, self.n_seg
+        # the CTF modulation C = 1 - gamma cos 2 chi and its derivatives (s, then the
+        # parameters defocus (1e4 Å units), c and the raw gamma)
+        if self.with_ctf:
+            lam, gam = self.lam, float(par["gamma"])
+            s2 = s * s
+            chi = (
+                par["c"]
+                + math.pi * lam * par["defocus_A"] * s2
+                - 0.5 * math.pi * self.cs_A * lam**3 * s2 * s2
+            )
+            sin2, cos2 = np.sin(2.0 * chi), np.cos(2.0 * chi)
+            ctf = 1.0 - gam * cos2
+            dchi_ds = (
+                2.0 * math.pi * lam * par["defocus_A"] * s
+                - 2.0 * math.pi * (self.cs_A * lam**3) * s2 * s
+            )
+            dctf_ds = 2.0 * gam * sin2 * dchi_ds
+            dgam = 0.5 * (1.0 - math.tanh(th[7 + nr]) ** 2)
+            dctf = [
+                2.0 * gam * sin2 * math.pi * lam * s2 * 1e4,
+                2.0 * gam * sin2,
+                -cos2 * dgam,
+            ]
+        else:
+            ctf, dctf_ds, dctf = np.ones_like(s), np.zeros_like(s), []
+        mod = e_mod * ctf
         e = RING_GEOMETRY_EXPONENT
         geo = s ** (-e)
         dgeo = -e * geo / s
@@ -218,8 +283,9 @@ class _RingModel:
         m, nc = s.size, nr + 4 * nseg
         dXds = np.zeros((m, nc))
         d_logw = np.zeros((m, nr))
-        d_eta = np.zeros((m, nc))
-        d_beta = np.zeros((m, nc))
+        d_eta = np.zeros((m, nr))
+        d_beta = np.zeros((m, nr))
+        d_ctf = np.zeros((len(dctf), m, nr))
         deta = 0.5 * (1.0 - math.tanh(th[3 + nr]) ** 2)
         for j in range(nr):
             rj = self.radii[j]
@@ -231,9 +297,15 @@ class _RingModel:
             dpv_dx = ((1.0 - eta) * g * (-t) + eta * (-2.0 * t / hw**2) * lo * lo) / wj
             dpv_dlogw = (1.0 - eta) * g * t * t + eta * 2.0 * (t / hw) ** 2 * lo * lo
             slope_j = float(self.ring_slopes[j])
-            mod_j = mod * np.exp(-slope_j * (s - rj)) if slope_j != 0.0 else mod
+            slope_e = np.exp(-slope_j * (s - rj)) if slope_j != 0.0 else 1.0
+            mod_j = mod * slope_e
             base = rj * geo * mod_j
+            pv_e = rj * pv * geo * e_mod * slope_e  # column j without the CTF modulation
             dXds[:, j] = rj * mod_j * (dpv_dx * geo + pv * dgeo - pv * geo * (beta + slope_j))
+            if self.with_ctf:
+                dXds[:, j] += pv_e * dctf_ds
+                for k, dk in enumerate(dctf):
+                    d_ctf[k, :, j] = pv_e * dk
             d_logw[:, j] = base * dpv_dlogw
             d_eta[:, j] = base * (lo - g) * deta
             d_beta[:, j] = -rj * pv * geo * (s - self.s_ref) * mod_j / self.s_ref
@@ -247,12 +319,8 @@ class _RingModel:
         w = d.weight
         p0 = self.p0
         ds = [ux * d.qx / (p0 * s), uy * d.qy / (p0 * s), (ux * d.qy + uy * d.qx) / (p0 * s)]
-        full = self.last_full
-        norm = np.sqrt(np.einsum("ij,ij->j", full, full))
-        live = norm > 1e-12 * max(float(norm.max()), 1e-300)
-        Xn = full[:, live] / norm[live]
-        A = Xn.T @ Xn + 1e-10 * np.eye(Xn.shape[1])
-        n_par = 5 + nr
+        normal = self._normal
+        n_par = 5 + nr + len(dctf)
         Dc = np.zeros((m, n_par))  # D_k c
         DTr = np.zeros((nc, n_par))  # D_k^T r
         wr = w * r
@@ -262,13 +330,14 @@ class _RingModel:
         for j in range(nr):
             Dc[:, 3 + j] = d_logw[:, j] * c_vec[j] * w
             DTr[j, 3 + j] = float(d_logw[:, j] @ wr)
-        Dc[:, 3 + nr] = (d_eta @ c_vec) * w
-        DTr[:, 3 + nr] = d_eta.T @ wr
-        Dc[:, 4 + nr] = (d_beta @ c_vec) * w
-        DTr[:, 4 + nr] = d_beta.T @ wr
-        term1 = Dc - Xn @ np.linalg.solve(A, Xn.T @ Dc)
-        term2 = Xn @ np.linalg.solve(A, DTr[live] / norm[live][:, None])
-        return -(term1 + term2)
+        Dc[:, 3 + nr] = (d_eta @ c_vec[:nr]) * w
+        DTr[:nr, 3 + nr] = d_eta.T @ wr
+        Dc[:, 4 + nr] = (d_beta @ c_vec[:nr]) * w
+        DTr[:nr, 4 + nr] = d_beta.T @ wr
+        for k in range(len(dctf)):
+            Dc[:, 5 + nr + k] = (d_ctf[k] @ c_vec[:nr]) * w
+            DTr[:nr, 5 + nr + k] = d_ctf[k].T @ wr
+        return -normal.projection_terms(Dc, DTr)
 
 
 class _OffsetRingModel(_RingModel):
@@ -365,14 +434,7 @@ class _OffsetRingModel(_RingModel):
                 col = -float(self.radii0[j]) * dpv_dx * rj * geo * mod_j
                 dc[:, j] = col * c_vec[j] * w
                 dtr[j, j] = float(col @ (w * r))
-            full = self.last_full
-            norm = np.sqrt(np.einsum("ij,ij->j", full, full))
-            live = norm > 1e-12 * max(float(norm.max()), 1e-300)
-            xn = full[:, live] / norm[live]
-            a = xn.T @ xn + 1e-10 * np.eye(xn.shape[1])
-            term1 = dc - xn @ np.linalg.solve(a, xn.T @ dc)
-            term2 = xn @ np.linalg.solve(a, dtr[live] / norm[live][:, None])
-            j_off = -(term1 + term2)
+            j_off = -self._normal.projection_terms(dc, dtr)
         finally:
             self.radii = self.radii0
             self._last = last
@@ -480,7 +542,7 @@ def _fit(
     return optimize.least_squares(
         model.residual,
         th0,
-        jac=model.jacobian if not model.with_ctf and model.d.n_sectors == 1 else "2-point",
+        jac=model.jacobian if model.d.n_sectors == 1 else "2-point",
         bounds=(lower, upper),
         x_scale="jac",
         method="trf",
