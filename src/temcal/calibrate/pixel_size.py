@@ -60,8 +60,8 @@ Method
    across it; this model carries the smooth ones explicitly.
 
    **Slope across each ring.** The fit alone cannot tell the log-slope across a broad
-   ring from its position, so with two or more significant rings the slope is taken
-   from the rings' integrated intensities instead: kinematically ring ``j`` carries
+   ring from its position, so with two or more rings of amplitude SNR above 3 the slope
+   is taken from the rings' integrated intensities instead: kinematically ring ``j`` carries
    ``m_j f_e(R_j)^2 E(R_j) / R_j`` (multiplicity ``m_j``, gold's electron scattering
    factor ``f_e``, Peng et al. 1996); a Gaussian envelope ``E = exp(-B s^2 / 2)``
    (Debye-Waller, coherence envelopes, detector MTF) is fitted to the measured
