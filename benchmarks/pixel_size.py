@@ -222,6 +222,29 @@ def _time_alone(tem: dict[str, dict]) -> tuple[list[float], int]:
     return times, changed
 
 
+def _crystal_thickness_nm(case: Case) -> float:
+    """The simulated crystals' thickness along the beam: the foil's, or the spheres'."""
+    return case.grain_thickness_nm if case.grain_thickness_nm is not None else case.grain_size_nm
+
+
+def _with_thickness(tem: dict[str, dict], truths: list[dict]) -> dict[str, float]:
+    """Each measured image again, told its crystals' thickness (the relrod correction)."""
+    from temcal.calibrate.pixel_size import estimate_pixel_size
+
+    cases = {c.name: c for c in CASES}
+    out: dict[str, float] = {}
+    for t in truths:
+        if "pixel_size_A" not in tem.get(t["file"], {}):
+            continue
+        res = estimate_pixel_size(
+            [t["file"]],
+            lattice_constant_A=LATTICE_A,
+            grain_thickness_nm=_crystal_thickness_nm(cases[t["case"]]),
+        )
+        out[t["file"]] = res.pixel_size_A
+    return out
+
+
 def _time_simulator(case: Case, size: int) -> dict:
     """Wall and CPU time of one (uncached) simulation in this process, one thread."""
     from temcal.simulate.gold import simulate_gold_image
@@ -400,12 +423,14 @@ def main() -> None:
         mag = _finish_magcalem(proc, tmp)
     print("magCalEM done", file=sys.stderr)
     alone, changed = _time_alone(tem)
+    thick = _with_thickness(tem, truths)
     t_total = time.perf_counter() - t_start
 
     rows = []
     all_t, all_m, aniso_t, angle_t, aniso_m, angle_m = [], [], [], [], [], []
     times, mtimes, peaks, sim_times = [], [], [], []
     all_cover: list[bool] = []
+    all_thick: list[float] = []
     per_image: list[list[str]] = []
     closer = [0, 0]  # images measured by both where temcal is closer to the truth, all
     for case in cases:
@@ -467,9 +492,16 @@ def main() -> None:
                         if et is not None and em is not None
                         else "-"
                     ),
+                    (
+                        f"{100.0 * (thick[t['file']] / t['pixel_size_A'] - 1.0):+.3f}"
+                        if t["file"] in thick
+                        else "-"
+                    ),
                     _image_digest(t["file"]),
                 ]
             )
+            if t["file"] in thick:
+                all_thick.append(_pct(thick[t["file"]], t["pixel_size_A"]))
             an = m.get("aniso") or {}
             if "anisotropy_percent" in an:
                 a_m.append(an["anisotropy_percent"] - t["anisotropy_percent"])
@@ -559,6 +591,10 @@ def main() -> None:
         f"| pixel size error, median / max over all images (%) | {_fmt(med_t, 4)} / "
         f"{_fmt(max_t, 4)} | {_fmt(med_m, 4)} / {_fmt(max_m, 4)} |",
         f"| images whose 95 % CI covers the truth | {sum(all_cover)}/{len(all_cover)} | - |",
+        "| pixel size error given the crystals' thickness (`--grain-thickness-nm`: "
+        f"{' or '.join(f'{x:g}' for x in sorted({_crystal_thickness_nm(c) for c in cases}))}"
+        f" nm), median / max (%) | {_fmt(_agg(all_thick)[0], 4)} / "
+        f"{_fmt(_agg(all_thick)[1], 4)} | - |",
         f"| anisotropy error, median / max (pp) | {_fmt(_agg(aniso_t)[0])} / "
         f"{_fmt(_agg(aniso_t)[1])} | {_fmt(_agg(aniso_m)[0])} / {_fmt(_agg(aniso_m)[1])} |",
         f"| angle error for anisotropy >= 0.5 %, median / max (°) | "
@@ -599,6 +635,7 @@ def main() -> None:
                 "temcal CI95 %",
                 "magCalEM error %",
                 "closer",
+                "temcal error % given the crystals' thickness",
                 "pixels sha1",
             ],
             per_image,

@@ -34,6 +34,7 @@ def ring_image(
     ring_amplitude: float = 20.0,
     reflections: tuple[tuple[int, int, int], ...] = GOLD_REFLECTIONS[:4],
     envelope_b_A2: float | None = None,
+    relrod_thickness_A: float | None = None,
     rng: np.random.Generator,
 ) -> np.ndarray:
     """Gold-ring image; ``envelope_b_A2`` switches to kinematic ring intensities.
@@ -42,7 +43,31 @@ def ring_image(
     image plane, ``m_j f_e(s)^2 exp(-B s^2 / 2) / (R_j s)`` times a normalised Gaussian
     profile (multiplicity ``m_j``, gold scattering factor ``f_e``), instead of equal
     amplitudes under the smooth ``exp(-s - 2 s^2)``.
+
+    With ``relrod_thickness_A`` (crystals ``t`` thick) each ring is the sum over random
+    orientations of reflections tilted out of the image plane by ``q_z``, weighted by the
+    slab's ``sinc^2(t q_z)`` and centred at ``sqrt(R^2 - q_z^2)``: the profile gains a
+    tail toward smaller radii (built here by direct summation on a radial grid).
     """
+
+    def profile(s: np.ndarray, r: float) -> np.ndarray:
+        if relrod_thickness_A is None:
+            return np.exp(-0.5 * ((s - r) / sigma_per_A) ** 2)
+        t = float(relrod_thickness_A)
+        h = sigma_per_A / 50.0
+        grid = np.arange(0.5 * r - 10 * sigma_per_A, r + 10 * sigma_per_A, h)
+        qz = np.linspace(0.0, min(r, 12.0 / t), 20001)
+        centres = np.sqrt(r * r - qz * qz)
+        hist, _ = np.histogram(
+            centres,
+            bins=np.append(grid - 0.5 * h, grid[-1] + 0.5 * h),
+            weights=np.sinc(t * qz) ** 2,
+        )
+        u = np.arange(-8.0 * sigma_per_A, 8.0 * sigma_per_A + h, h)
+        acc = np.convolve(hist, np.exp(-0.5 * (u / sigma_per_A) ** 2), mode="same")
+        acc /= hist.sum()
+        return np.interp(s, grid, acc, left=0.0, right=0.0)
+
     M = pixel_matrix_A(pixel_size_A, anisotropy_percent, major_angle_deg)
     W = np.linalg.inv(M)
     f = np.fft.fftfreq(n)
@@ -61,7 +86,7 @@ def ring_image(
             rings = np.zeros_like(s)
             for hkl in reflections:
                 r = 1.0 / d_spacing_A(hkl, LATTICE_CONSTANT_293K_A)
-                prof = np.exp(-0.5 * ((s - r) / sigma_per_A) ** 2)
+                prof = profile(s, r)
                 if envelope_b_A2 is None:
                     rings += ring_amplitude * prof * (r / s)
                 else:

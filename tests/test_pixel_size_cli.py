@@ -111,6 +111,8 @@ def test_anisotropy_prior_option_is_reported(gold_files: list[Path], tmp_path: P
         (["--rings", "110"], "forbidden"),
         (["--anisotropy-prior", "-1"], "anisotropy prior"),
         (["--anisotropy-prior", "nan"], "anisotropy prior"),
+        (["--grain-thickness-nm", "0"], "grain thickness"),
+        (["--grain-thickness-nm", "5000"], "grain thickness"),
     ],
 )
 def test_bad_options(gold_files: list[Path], tmp_path: Path, args: list[str], message: str) -> None:
@@ -352,3 +354,24 @@ def test_ring_offsets_in_table_and_json(tmp_path: Path, monkeypatch: pytest.Monk
     rings = {r["hkl"]: r for r in json.loads(out.read_text())["rings"]}
     assert rings["111"]["offset_percent"] == pytest.approx(0.6, abs=0.1)
     assert rings["111"]["offset_prior_percent"] == pytest.approx(1.0)
+
+
+def test_grain_thickness_option_corrects_and_reports(
+    gold_files: list[Path], tmp_path: Path
+) -> None:
+    # a thin crystal's rings lie a little inside their lattice radius: given the
+    # thickness, the pixel size is raised by the predicted relrod shift, and JSON and
+    # table say by how much
+    out = tmp_path / "r.json"
+    plain = tmp_path / "plain.json"
+    base = ["pixel-size", str(gold_files[0])]
+    assert runner.invoke(app, [*base, "--json", str(plain)]).exit_code == 0
+    res = runner.invoke(app, [*base, "--grain-thickness-nm", "3", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "relrod" in res.output
+    im = json.loads(out.read_text())["images"][0]
+    im0 = json.loads(plain.read_text())["images"][0]
+    assert im0["relrod_correction_percent"] is None
+    assert 0.01 < im["relrod_correction_percent"] < 0.3
+    ratio = im["pixel_size_A"] / im0["pixel_size_A"]
+    assert 100 * (ratio - 1) == pytest.approx(im["relrod_correction_percent"], rel=1e-6)

@@ -151,6 +151,12 @@ class ImagePixelSize:
         determines poorly, see ``anisotropy_prior_percent`` of
         :func:`temcal.calibrate.pixel_size.measure_gold_rings`): the fit's own anisotropy
         (%) and pixel size (Å) before it; ``None`` when the prior left the fit as it was.
+    relrod_correction_percent : float or None
+        Set when the crystals' thickness was given (``grain_thickness_nm`` of
+        :func:`temcal.calibrate.pixel_size.measure_gold_rings`): the correction applied to
+        the pixel size for the inward shift of the rings of thin crystals (%, positive:
+        the fit's pixel size was too small), see
+        :func:`temcal.calibrate.ring_bias.calculate_relrod_shift`.
     """
 
     file: str | None
@@ -179,6 +185,7 @@ class ImagePixelSize:
     thon_sign_ambiguous: bool = False
     free_anisotropy_percent: float | None = None
     free_pixel_size_A: float | None = None
+    relrod_correction_percent: float | None = None
     diagnostics: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -209,6 +216,7 @@ class ImagePixelSize:
             "thon_sign_ambiguous": self.thon_sign_ambiguous,
             "free_anisotropy_percent": self.free_anisotropy_percent,
             "free_pixel_size_A": self.free_pixel_size_A,
+            "relrod_correction_percent": self.relrod_correction_percent,
         }
 
 

@@ -44,6 +44,7 @@ from temcal.physics.wavelength import calculate_wavelength_A
 
 __all__ = [
     "calculate_min_unshifted_defocus_A",
+    "calculate_relrod_shift",
     "calculate_ring_ctf_bias",
     "calculate_worst_ring_ctf_bias",
     "combine_ring_biases",
@@ -167,3 +168,79 @@ def combine_ring_biases(relative_bias: Sequence[float], information: Sequence[fl
     if wgt.sum() <= 0:
         return float(np.mean(b))
     return float(np.sum(wgt * b) / np.sum(wgt))
+
+
+def calculate_relrod_shift(
+    radius_per_A: float,
+    width_per_A: float,
+    *,
+    eta: float,
+    thickness_A: float,
+    half_window_per_A: float | None = None,
+) -> float:
+    """Shift of a ring's fitted position from the relrods of thin crystals (Å⁻¹, < 0).
+
+    A crystal ``t`` thick has its reciprocal-lattice points drawn out along the beam
+    (relrods, intensity ``sinc^2(t q_z)``). The image samples ``k_z = 0``, where a
+    reflection tilted by ``q_z`` lands at the in-plane radius ``sqrt(R^2 - q_z^2)``: over
+    random orientations (``q_z`` uniform on the sphere of radius ``R``) each ring gains a
+    tail toward smaller radii, ``delta = R - sqrt(R^2 - q_z^2) ~ q_z^2 / 2R``. This
+    function builds that ring -- the symmetric pseudo-Voigt profile of the given width
+    smeared by the tail -- over the window the estimator fits (``R +- half_window``),
+    fits it as the estimator does (the symmetric profile plus a cubic background), and
+    returns the fitted centre minus ``R``. Measured on the project's simulator (10 nm
+    grains, ``benchmarks/pixel_size_thickness.py``) the pixel size came out 0.05 % small
+    at 3 nm thickness, 0.01 % at 20 nm.
+
+    Parameters
+    ----------
+    radius_per_A : float
+        Ring radius ``R = 1 / d`` (Å⁻¹).
+    width_per_A : float
+        Gaussian-equivalent half width (sigma) of the fitted ring profile (Å⁻¹).
+    eta : float
+        Lorentzian fraction of the pseudo-Voigt profile, in [0, 1].
+    thickness_A : float
+        Thickness of the crystals along the beam (Å).
+    half_window_per_A : float, optional
+        Half width of the fitted window (Å⁻¹); default ``max(5 w, 0.05 R)``, the
+        estimator's.
+
+    Returns
+    -------
+    float
+        Fitted centre minus ``R`` (Å⁻¹): negative, inward.
+    """
+    from scipy import optimize
+
+    R, w, t = float(radius_per_A), float(width_per_A), float(thickness_A)
+    if not (R > 0 and w > 0 and t > 0 and 0.0 <= eta <= 1.0):
+        raise ValueError("radius, width and thickness must be positive and eta in [0, 1]")
+    half = max(5.0 * w, 0.05 * R) if half_window_per_A is None else float(half_window_per_A)
+    x = np.linspace(-half, half, 801)  # offset from R
+    # the tail over q_z >= 0 (symmetric in q_z), out to twice the window
+    q_max = min(R, math.sqrt(2.0 * R * 2.0 * half), 40.0 / t)
+    q = np.linspace(0.0, q_max, 1501)
+    weight = np.sinc(t * q) ** 2
+    weight[[0, -1]] *= 0.5  # trapezoid
+    delta = q * q / (R + np.sqrt(R * R - q * q))
+    hw = 1.1774100225154747
+
+    def pv(u: np.ndarray, width: float) -> np.ndarray:
+        v = u / width
+        return (1.0 - eta) * np.exp(-0.5 * v * v) + eta / (1.0 + (v / hw) ** 2)
+
+    profile = np.zeros_like(x)
+    for lo in range(0, q.size, 300):  # in blocks: x by q arrays of moderate size
+        d = delta[lo : lo + 300]
+        profile += pv(x[:, None] + d[None, :], w) @ weight[lo : lo + 300]
+    u = x / half
+    background = np.stack([np.ones_like(u), u, u * u, u * u * u], axis=1)
+
+    def residual(th: np.ndarray) -> np.ndarray:
+        design = np.column_stack([pv(x - th[0], w * math.exp(th[1])), background])
+        coef, *_ = np.linalg.lstsq(design, profile, rcond=None)
+        return design @ coef - profile
+
+    fit = optimize.least_squares(residual, np.array([0.0, 0.0]), x_scale=np.array([w, 0.1]))
+    return float(fit.x[0])

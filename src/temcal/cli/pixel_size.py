@@ -83,6 +83,17 @@ def pixel_size(
             ),
         ),
     ] = 2.0,
+    grain_thickness: Annotated[
+        float | None,
+        typer.Option(
+            "--grain-thickness-nm",
+            help=(
+                "Thickness of the gold crystals along the beam in nm (a foil's thickness, "
+                "or the particles' diameter): corrects the inward shift of thin crystals' "
+                "rings (0.05 % at 3 nm, 0.01 % at 20 nm). Default: not corrected."
+            ),
+        ),
+    ] = None,
     skip_refused: Annotated[
         bool,
         typer.Option(
@@ -98,6 +109,7 @@ def pixel_size(
     """Measure the pixel size and magnification anisotropy from gold lattice rings."""
     from temcal.calibrate.pixel_size import (
         check_anisotropy_prior,
+        check_grain_thickness,
         estimate_pixel_size,
         resolve_lattice_constant,
     )
@@ -107,6 +119,7 @@ def pixel_size(
     # validate every option and output before any work
     resolve_lattice_constant(lattice_constant, temperature)
     check_anisotropy_prior(anisotropy_prior)
+    check_grain_thickness(grain_thickness)
     parse_rings(rings)
     for p in (json_path, plot_path):
         if p is not None:
@@ -125,6 +138,7 @@ def pixel_size(
             progress=advance,
             skip_refused=skip_refused,
             anisotropy_prior_percent=anisotropy_prior,
+            grain_thickness_nm=grain_thickness,
         )
     for name, why in result.refused:
         err_console.print(f"note: left out {name}: {why}")
@@ -154,6 +168,18 @@ def _print_result(result: PixelSizeResult) -> None:
     )
     t.add_row("major-axis angle", f"{result.major_angle_deg:.1f}° (from +x toward +y)")
     t.add_row("lattice constant", f"{result.lattice_constant_A:.5f} Å")
+    relrod = [
+        float(im.relrod_correction_percent)
+        for im in result.images
+        if im.relrod_correction_percent is not None
+    ]
+    if relrod:
+        t.add_row(
+            "thin-crystal (relrod) correction",
+            f"{min(relrod):+.4f} to {max(relrod):+.4f} %"
+            if len(relrod) > 1
+            else f"{relrod[0]:+.4f} %",
+        )
     t.add_row(
         "95 % interval: statistical",
         f"± {result.pixel_size_ci95_statistical_A:.5f} Å/px ({result.ci_method})",
