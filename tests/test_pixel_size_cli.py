@@ -188,6 +188,16 @@ def test_mag_table_folders_and_manifest(tmp_path: Path) -> None:
     res = runner.invoke(app, ["mag-table", str(root), "--csv", str(csv_path)])
     assert res.exit_code != 0
     assert "already exists" in res.output
+    # the crystals' thickness: every magnification's pixel size corrected upward a little
+    thin = tmp_path / "thin.json"
+    args = ["mag-table", str(root), "--csv", str(tmp_path / "thin.csv"), "--json", str(thin)]
+    res = runner.invoke(app, [*args, "--workers", "1", "--grain-thickness-nm", "3"])
+    assert res.exit_code == 0, res.output
+    for r0, r1 in zip(rows, json.loads(thin.read_text())["magnifications"], strict=True):
+        assert 1e-4 < r1["pixel_size_A"] / r0["pixel_size_A"] - 1 < 3e-3
+    res = runner.invoke(app, [*args, "--overwrite", "--grain-thickness-nm", "-2"])
+    assert res.exit_code != 0
+    assert "grain thickness" in res.output and "Traceback" not in res.output
 
 
 def test_mag_table_unknown_magnification(tmp_path: Path) -> None:

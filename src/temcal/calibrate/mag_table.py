@@ -188,14 +188,16 @@ def _header_magnification(f: Path) -> float | None:
     return read_image(f).magnification
 
 
-def _measure_one(args: tuple[str, float | None, float | None, bool]) -> Any:
+def _measure_one(args: tuple[str, float | None, float | None, bool, float | None]) -> Any:
     """One image's result, or (with ``skip``) the reason it was refused, as a string."""
     from temcal.calibrate.pixel_size import estimate_pixel_size
     from temcal.errors import CalibrationError
 
-    path, a, t, skip = args
+    path, a, t, skip, thickness = args
     try:
-        return estimate_pixel_size([path], lattice_constant_A=a, temperature_K=t).images[0]
+        return estimate_pixel_size(
+            [path], lattice_constant_A=a, temperature_K=t, grain_thickness_nm=thickness
+        ).images[0]
     except CalibrationError as exc:
         if not skip:
             raise
@@ -210,6 +212,7 @@ def calibrate_magnifications(
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
     skip_refused: bool = False,
+    grain_thickness_nm: float | None = None,
 ) -> list[MagnificationRow]:
     """Measure every group and return one calibration row per magnification.
 
@@ -228,6 +231,9 @@ def calibrate_magnifications(
         Leave out images in which no pixel size is measurable (listed in each row's
         ``refused_files``), and magnifications none of whose images is; by default one
         such image is an error.
+    grain_thickness_nm : float, optional
+        Thickness of the gold crystals along the beam (nm): corrects the inward shift of
+        thin crystals' rings (see :func:`temcal.calibrate.pixel_size.measure_gold_rings`).
 
     Returns
     -------
@@ -239,10 +245,19 @@ def calibrate_magnifications(
     CalibrationError
         If an image is refused (with ``skip_refused``: if every image is).
     """
-    from temcal.calibrate.pixel_size import combine_image_results, resolve_lattice_constant
+    from temcal.calibrate.pixel_size import (
+        check_grain_thickness,
+        combine_image_results,
+        resolve_lattice_constant,
+    )
 
     a_A, t_K = resolve_lattice_constant(lattice_constant_A, temperature_K)
-    jobs = [(str(p), a_A, None, skip_refused) for files in groups.values() for p in files]
+    check_grain_thickness(grain_thickness_nm)
+    jobs = [
+        (str(p), a_A, None, skip_refused, grain_thickness_nm)
+        for files in groups.values()
+        for p in files
+    ]
     n_workers = workers if workers is not None else (os.cpu_count() or 1)
     n_workers = max(1, min(n_workers, len(jobs)))
     results: list[Any] = []

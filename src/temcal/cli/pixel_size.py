@@ -313,6 +313,16 @@ def mag_table(
             ),
         ),
     ] = False,
+    grain_thickness: Annotated[
+        float | None,
+        typer.Option(
+            "--grain-thickness-nm",
+            help=(
+                "Thickness of the gold crystals along the beam in nm: corrects the inward "
+                "shift of thin crystals' rings (see pixel-size). Default: not corrected."
+            ),
+        ),
+    ] = None,
 ) -> None:
     """Calibrate many magnifications at once: one pixel size per magnification group."""
     from rich.table import Table
@@ -322,10 +332,11 @@ def mag_table(
         group_inputs,
         mag_table_csv,
     )
-    from temcal.calibrate.pixel_size import resolve_lattice_constant
+    from temcal.calibrate.pixel_size import check_grain_thickness, resolve_lattice_constant
     from temcal.io.output import check_output_path, write_json, write_text
 
     resolve_lattice_constant(lattice_constant, temperature)
+    check_grain_thickness(grain_thickness)
     check_output_path(csv_path, overwrite=overwrite)
     if json_path is not None:
         check_output_path(json_path, overwrite=overwrite)
@@ -340,6 +351,7 @@ def mag_table(
             workers=workers or None,
             progress=advance,
             skip_refused=skip_refused,
+            grain_thickness_nm=grain_thickness,
         )
     for row in rows:
         for f in row.refused_files:
