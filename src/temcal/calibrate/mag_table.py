@@ -232,8 +232,8 @@ def calibrate_magnifications(
         ``refused_files``), and magnifications none of whose images is; by default one
         such image is an error.
     grain_thickness_nm : float, optional
-        Thickness of the gold crystals along the beam (nm): corrects the inward shift of
-        thin crystals' rings (see :func:`temcal.calibrate.pixel_size.measure_gold_rings`).
+        Thickness (nm) of a gold foil whose crystals span it: corrects the inward shift
+        of thin crystals' rings (see :func:`temcal.calibrate.pixel_size.measure_gold_rings`).
 
     Returns
     -------

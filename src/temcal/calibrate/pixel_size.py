@@ -335,12 +335,14 @@ def measure_gold_rings(
         poorly (a few crystals' spots) is shrunk toward 0, and the pixel size with it.
         0 turns the prior off.
     grain_thickness_nm : float, optional
-        Thickness of the gold crystals along the beam (nm): a thin foil's thickness, or
-        the diameter of particles. Thin crystals shift every ring inward (their relrods:
-        -0.05 % in the pixel size at 3 nm, -0.01 % at 20 nm, measured on the project's
+        Thickness (nm) of a gold foil whose crystals span it (plate-like, faces normal
+        to the beam). Such thin crystals shift every ring inward (their relrods: -0.05 %
+        in the pixel size at 3 nm, -0.01 % at 20 nm, measured on the project's
         simulator), and with it given that shift is corrected
         (:func:`temcal.calibrate.ring_bias.calculate_relrod_shift`;
-        ``relrod_correction_percent`` of the result). Default: not corrected.
+        ``relrod_correction_percent`` of the result). Not for particles: a sphere's
+        relrods fall off much faster, and 8 nm spheres showed no shift. Default: not
+        corrected.
 
     Returns
     -------
@@ -420,8 +422,7 @@ def check_grain_thickness(thickness_nm: float | None) -> None:
     if not math.isfinite(t) or not 0.5 <= t <= 1000.0:
         raise InputError(
             f"grain thickness {thickness_nm!r} nm is absurd; give the thickness of the gold "
-            "crystals along the beam in nm (0.5-1000: a foil's thickness, or the particles' "
-            "diameter), or leave it out"
+            "foil whose crystals span it, in nm (0.5-1000), or leave it out"
         )
 
 
@@ -1467,8 +1468,9 @@ def estimate_pixel_size(
         Prior standard deviation (%) of each anisotropy component, centred on 0 (see
         :func:`measure_gold_rings`; 0 turns it off).
     grain_thickness_nm : float, optional
-        Thickness of the gold crystals along the beam (nm); their relrods' inward shift
-        of the rings is then corrected (see :func:`measure_gold_rings`).
+        Thickness (nm) of a gold foil whose crystals span it; their relrods' inward
+        shift of the rings is then corrected (see :func:`measure_gold_rings`; not for
+        particles).
 
     Returns
     -------

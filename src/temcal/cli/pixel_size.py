@@ -88,9 +88,9 @@ def pixel_size(
         typer.Option(
             "--grain-thickness-nm",
             help=(
-                "Thickness of the gold crystals along the beam in nm (a foil's thickness, "
-                "or the particles' diameter): corrects the inward shift of thin crystals' "
-                "rings (0.05 % at 3 nm, 0.01 % at 20 nm). Default: not corrected."
+                "Thickness in nm of a gold foil whose crystals span it: corrects the "
+                "inward shift of thin crystals' rings (0.05 % at 3 nm, 0.01 % at 20 nm). "
+                "Not for particles. Default: not corrected."
             ),
         ),
     ] = None,
@@ -318,8 +318,9 @@ def mag_table(
         typer.Option(
             "--grain-thickness-nm",
             help=(
-                "Thickness of the gold crystals along the beam in nm: corrects the inward "
-                "shift of thin crystals' rings (see pixel-size). Default: not corrected."
+                "Thickness in nm of a gold foil whose crystals span it: corrects the "
+                "inward shift of thin crystals' rings (see pixel-size). Not for particles. "
+                "Default: not corrected."
             ),
         ),
     ] = None,
